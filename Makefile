@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine:
+#   make local   run the main job locally (ICE emulator + file store, no cloud account)
+#   make test    run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: local test lint emulator clean
+
+$(STAMP): function/requirements.txt tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $(STAMP)
+
+local: $(STAMP)
+	$(PY) -m tests.local_run
+
+test: $(STAMP)
+	$(PY) -m ruff check function tests
+	$(PY) -m pytest
+
+emulator: $(STAMP)
+	$(PY) -m tests.emulators.ice --port 8080
+
+clean:
+	rm -rf $(VENV) .local-records

@@ -1,0 +1,5 @@
+"""ice-upload-sync: an authoritative record of ICE URL-upload jobs.
+
+The package is split so that importing it is cheap: nothing here imports an SDK.
+``ice.py`` and the store adapters import theirs when a client is first built.
+"""

@@ -1,0 +1,295 @@
+"""The ICE gateway: GetUrlUploadInfos through the official SDK, batched, rate-limited, retried.
+
+The SDK (``alibabacloud_ice20201109`` on ``alibabacloud_tea_openapi``) costs ~0.5 s and
+~60 MB to import, so it is imported when the first client is built (``initialize``),
+never when this module is imported.
+"""
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote
+
+from .config import Settings
+from .errors import ConfigError, UpstreamError
+from .records import UploadInfo
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 10  # GetUrlUploadInfos takes at most 10 JobIds or 10 UploadURLs
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 10.0
+_RETRY_BASE_S = 0.1
+_RETRY_CAP_S = 2.0
+_RETRYABLE_CODES = frozenset({
+    "Throttling", "Throttling.User", "Throttling.Api", "Throttling.API", "ServiceUnavailable",
+    "InternalError", "ServiceBusy",
+})
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    access_key_secret: str
+    security_token: Optional[str] = None
+
+    def __repr__(self) -> str:  # never print a secret, even by accident
+        return f"Credentials(access_key_id={self.access_key_id[:4]}***, sts={bool(self.security_token)})"
+
+
+def resolve_credentials(context: Any, environ: Optional[Mapping[str, str]] = None) -> Credentials:
+    """The FC context's STS credentials (python3.9/3.10), else ``ALIBABA_CLOUD_*`` (python3.12, local)."""
+    supplied = getattr(context, "credentials", None) if context is not None else None
+    if supplied is not None:
+        key_id = getattr(supplied, "access_key_id", None) or getattr(supplied, "accessKeyId", None)
+        secret = getattr(supplied, "access_key_secret", None) or getattr(supplied, "accessKeySecret", None)
+        if key_id and secret:
+            token = getattr(supplied, "security_token", None) or getattr(supplied, "securityToken", None)
+            return Credentials(key_id, secret, token or None)
+    env = os.environ if environ is None else environ
+    key_id = env.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "").strip()
+    secret = env.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "").strip()
+    if not key_id or not secret:
+        raise ConfigError(
+            "no credentials: the FC context has none and ALIBABA_CLOUD_ACCESS_KEY_ID / "
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET are not set"
+        )
+    return Credentials(key_id, secret, env.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None)
+
+
+@dataclass(frozen=True)
+class IceAnswer:
+    request_id: str
+    infos: Tuple[UploadInfo, ...]
+    non_exists: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One batch of at most 10 keys: ICE's answer, or the error that ended its retries."""
+
+    kind: str  # "JobIds" | "UploadURLs"
+    keys: Tuple[str, ...]
+    answer: Optional[IceAnswer]
+    error: Optional[UpstreamError]
+    api_calls: int
+
+
+def batches(keys: Sequence[str], size: int = BATCH_SIZE) -> List[Tuple[str, ...]]:
+    return [tuple(keys[start:start + size]) for start in range(0, len(keys), size)]
+
+
+def parse_non_exists(value: Any) -> Tuple[str, ...]:
+    """``NonExists`` comes as a list of IDs, or as strings that look like Python lists."""
+    items = value if isinstance(value, list) else ([] if value in (None, "") else [value])
+    found: List[str] = []
+    for item in items:
+        text = str(item).strip()
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                parsed = [part.strip(" '\"") for part in text[1:-1].split(",")]
+            found.extend(str(part).strip() for part in parsed if str(part).strip())
+        elif text:
+            found.append(text)
+    return tuple(dict.fromkeys(found))
+
+
+def parse_answer(body: Mapping[str, Any]) -> IceAnswer:
+    infos = body.get("URLUploadInfoList") or []
+    return IceAnswer(
+        request_id=str(body.get("RequestId") or ""),
+        infos=tuple(UploadInfo.from_api(item) for item in infos if isinstance(item, dict)),
+        non_exists=parse_non_exists(body.get("NonExists")),
+    )
+
+
+class RateLimiter:
+    """A token bucket shared by every thread of an instance (ICE throttles per account)."""
+
+    def __init__(self, rate_per_s: float, burst: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate = rate_per_s
+        self.capacity = burst if burst is not None else max(1.0, rate_per_s / 10)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self, deadline: float) -> bool:
+        """Take one token, waiting for it; False when it cannot come before ``deadline``."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return True
+                wait = (1 - self._tokens) / self.rate
+            if now + wait > deadline:
+                return False
+            self._sleep(wait)
+
+
+class IceGateway:
+    """Looks jobs up in ICE. One per instance; the SDK client is rebuilt when credentials rotate."""
+
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.limiter = RateLimiter(settings.ice_max_qps)
+        self._sleep = sleep
+        self._client: Any = None
+        self._client_credentials: Optional[Credentials] = None
+        self._lock = threading.Lock()
+        self._sdk: Any = None
+
+    # -- SDK client -------------------------------------------------------------
+
+    def bind(self, credentials: Credentials) -> None:
+        """Build the SDK client (imports the SDK on first use); reuse it while credentials hold."""
+        with self._lock:
+            if self._client is not None and credentials == self._client_credentials:
+                return
+            sdk = self._load_sdk()
+            endpoint = self.settings.ice_endpoint
+            config = sdk.Config(
+                access_key_id=credentials.access_key_id,
+                access_key_secret=credentials.access_key_secret,
+                security_token=credentials.security_token,
+                endpoint=endpoint.host,
+                protocol=endpoint.protocol,
+                region_id=self.settings.ice_region,
+                connect_timeout=int(CONNECT_TIMEOUT_S * 1000),
+                read_timeout=int(READ_TIMEOUT_S * 1000),
+                max_idle_conns=max(self.settings.ice_concurrency, 1),
+            )
+            self._client = sdk.Client(config)
+            self._client_credentials = credentials
+
+    def _load_sdk(self) -> Any:
+        if self._sdk is None:
+            from alibabacloud_ice20201109 import models
+            from alibabacloud_ice20201109.client import Client
+            from alibabacloud_tea_openapi import exceptions
+            from alibabacloud_tea_openapi.utils_models import Config
+            from darabonba.runtime import RuntimeOptions
+
+            self._sdk = _Sdk(Client, Config, models.GetUrlUploadInfosRequest, RuntimeOptions, exceptions)
+        return self._sdk
+
+    # -- lookups ----------------------------------------------------------------
+
+    def lookup(self, job_ids: Sequence[str], upload_urls: Sequence[str], *, deadline: float,
+               retry: bool = True) -> Iterator[BatchOutcome]:
+        """Every key in batches of 10, ``ICE_CONCURRENCY`` in flight, outcomes as they finish.
+
+        ``JobIds`` and ``UploadURLs`` never share a call: ICE ignores the URLs when both are sent.
+        """
+        work = [("JobIds", keys) for keys in batches(job_ids)]
+        work += [("UploadURLs", keys) for keys in batches(upload_urls)]
+        if not work:
+            return
+        if len(work) == 1 or self.settings.ice_concurrency == 1:
+            for kind, keys in work:
+                yield self.query(kind, keys, deadline=deadline, retry=retry)
+            return
+        workers = min(self.settings.ice_concurrency, len(work))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ice") as pool:
+            futures = [pool.submit(self.query, kind, keys, deadline=deadline, retry=retry)
+                       for kind, keys in work]
+            for future in futures:
+                yield future.result()
+
+    def query(self, kind: str, keys: Tuple[str, ...], *, deadline: float, retry: bool = True) -> BatchOutcome:
+        """One batch, retried on throttling, 5xx and network errors with full-jitter backoff,
+        never past ``deadline`` (a ``time.monotonic()`` value)."""
+        if self._client is None:
+            raise UpstreamError("the ICE client is not initialized (call bind first)")
+        calls = 0
+        attempt = 0
+        while True:
+            if not self.limiter.acquire(deadline):
+                return BatchOutcome(kind, keys, None, _out_of_time(calls), calls)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                return BatchOutcome(kind, keys, None, _out_of_time(calls), calls)
+            calls += 1
+            try:
+                answer = self._call(kind, keys, remaining)
+                return BatchOutcome(kind, keys, answer, None, calls)
+            except UpstreamError as error:
+                failure = error
+            attempt += 1
+            backoff = random.uniform(0, min(_RETRY_CAP_S, _RETRY_BASE_S * (2 ** attempt)))
+            if not (retry and failure.retryable) or time.monotonic() + backoff >= deadline - 0.05:
+                return BatchOutcome(kind, keys, None, failure, calls)
+            logger.warning("GetUrlUploadInfos %s (attempt %d); retrying in %.2fs", failure, calls, backoff)
+            self._sleep(backoff)
+
+    def _call(self, kind: str, keys: Tuple[str, ...], remaining_s: float) -> IceAnswer:
+        sdk = self._sdk
+        if kind == "JobIds":
+            request = sdk.Request(job_ids=",".join(keys))
+        else:
+            # Each URL is URL-encoded, so commas inside a URL never split the list.
+            request = sdk.Request(upload_urls=",".join(quote(url, safe="") for url in keys))
+        read_ms = max(50, int(min(READ_TIMEOUT_S, remaining_s) * 1000))
+        runtime = sdk.RuntimeOptions(
+            read_timeout=read_ms,
+            connect_timeout=min(int(CONNECT_TIMEOUT_S * 1000), read_ms),
+            autoretry=False,
+        )
+        try:
+            response = self._client.get_url_upload_infos_with_options(request, runtime)
+        except Exception as exc:  # the SDK's errors, translated at this boundary
+            raise _translate(exc, sdk.exceptions) from None
+        body = response.body.to_map() if response.body is not None else {}
+        return parse_answer(body)
+
+
+@dataclass(frozen=True)
+class _Sdk:
+    Client: Any
+    Config: Any
+    Request: Any
+    RuntimeOptions: Any
+    exceptions: Any
+
+
+def _out_of_time(calls: int) -> UpstreamError:
+    return UpstreamError(f"no time left for GetUrlUploadInfos after {calls} call(s)", code="Deadline",
+                         retryable=True)
+
+
+def _translate(exc: Exception, exceptions: Any) -> UpstreamError:
+    """SDK exception -> UpstreamError; retryable for throttling, 5xx and network failures."""
+    if isinstance(exc, exceptions.AlibabaCloudException):
+        code = str(getattr(exc, "code", "") or "")
+        status = getattr(exc, "status_code", None) or 0
+        request_id = getattr(exc, "request_id", None)
+        retryable = (
+            isinstance(exc, (exceptions.ThrottlingException, exceptions.ServerException))
+            or code in _RETRYABLE_CODES or code.startswith("Throttling") or status >= 500
+        )
+        return UpstreamError(f"ICE answered HTTP {status} {code} (request {request_id})",
+                             code=code or None, retryable=retryable)
+    # UnretryableException wraps network errors (refused, reset, timeouts).
+    inner = getattr(exc, "inner_exception", None) or exc
+    return UpstreamError(f"ICE unreachable: {type(inner).__name__}: {_first_line(inner)}",
+                         code="NetworkError", retryable=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:200]

@@ -1,0 +1,28 @@
+"""Record stores behind one small interface; ``open_store`` picks one from ``RECORD_STORE``.
+
+Store SDKs are imported only by the adapter that is chosen.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..config import Settings
+from ..errors import ConfigError
+from .base import RecordStore, Tracking
+
+__all__ = ["RecordStore", "Tracking", "open_store"]
+
+
+def open_store(settings: Settings, credentials: Optional[Any] = None) -> RecordStore:
+    url = settings.record_store
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest:
+        raise ConfigError(f"RECORD_STORE {url!r} must look like file://<dir>, oss://<bucket>/<prefix> "
+                          "or tablestore://<instance>/<table>")
+    if scheme == "file":
+        from .file import FileStore
+
+        return FileStore(rest)
+    if scheme in ("oss", "tablestore"):
+        raise ConfigError(f"RECORD_STORE {scheme}:// is not available in this build yet; use file://<dir>")
+    raise ConfigError(f"RECORD_STORE scheme {scheme!r} is unknown (file, oss or tablestore)")

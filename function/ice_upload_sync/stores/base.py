@@ -1,0 +1,52 @@
+"""The record store interface every adapter implements."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol
+
+from ..records import JobRecord, MergeResult
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """The pending marker: the job is tracked and not final. Its age drives expiry."""
+
+    job_id: str
+    first_seen_at: str
+    source: str
+
+    def to_json(self) -> bytes:
+        return json.dumps({"job_id": self.job_id, "first_seen_at": self.first_seen_at,
+                           "source": self.source}).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, job_id: str, raw: bytes, fallback_time: str) -> Tracking:
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            data = {}
+        return cls(job_id, str(data.get("first_seen_at") or fallback_time), str(data.get("source") or "timer"))
+
+
+class RecordStore(Protocol):
+    """One record per job plus a pending marker while the job is tracked and not final.
+
+    ``save`` applies ``records.merge`` atomically against what is stored, creates the
+    marker before a non-final record is written and removes it after a final one, so
+    a crash between the two never hides a job from the sweep.
+    """
+
+    def describe(self) -> str: ...
+
+    def load(self, job_id: str) -> Optional[JobRecord]: ...
+
+    def save(self, fresh: JobRecord) -> MergeResult: ...
+
+    def track(self, tracking: Tracking) -> bool:
+        """Create the marker unless the job is already tracked or final; True if created."""
+
+    def tracking(self, job_id: str) -> Optional[Tracking]: ...
+
+    def pending_job_ids(self) -> Iterator[str]:
+        """Every tracked, non-final job, streamed (never the whole listing at once)."""

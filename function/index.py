@@ -1,0 +1,109 @@
+"""The FC edge: ``initialize(context)`` once per instance, ``handler(event, context)`` per event.
+
+Thin on purpose: decode -> parse -> run the use case -> shape the answer. Importing
+this module imports no SDK; ``initialize`` builds the clients (and imports them).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ice_upload_sync import callback_auth
+from ice_upload_sync.config import Settings
+from ice_upload_sync.errors import BadRequest, MethodNotAllowed, SyncIncomplete, Unauthorized
+from ice_upload_sync.events import HttpCallback, SyncRequest, parse_event, parse_http_body
+from ice_upload_sync.ice import IceGateway, resolve_credentials
+from ice_upload_sync.stores import RecordStore, open_store
+from ice_upload_sync.sync import SyncService, request_deadline
+
+logger = logging.getLogger("ice_upload_sync")
+
+
+@dataclass
+class App:
+    settings: Settings
+    gateway: IceGateway
+    store: RecordStore
+    service: SyncService
+
+
+_app: Optional[App] = None
+
+
+def initialize(context: Any) -> App:
+    """FC3 initializer: read settings, import the SDK and build its client, open the store."""
+    global _app
+    if not logging.getLogger().handlers:  # local runs; FC installs its own handler
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    logger.setLevel(logging.INFO)
+    settings = Settings.from_env()
+    credentials = resolve_credentials(context)
+    gateway = IceGateway(settings)
+    gateway.bind(credentials)
+    store = open_store(settings, credentials)
+    _app = App(settings, gateway, store, SyncService(gateway, store, settings))
+    return _app
+
+
+def handler(event: Any, context: Any) -> Any:
+    started = time.monotonic()
+    app = _app or initialize(context)
+    app.gateway.bind(resolve_credentials(context))  # STS credentials rotate between invocations
+    parsed = parse_event(event)
+    if isinstance(parsed, HttpCallback):
+        return _http_callback(app, parsed, context, started)
+    summary = _run(app, parsed, context, request_deadline(_function_timeout(context)), started)
+    return summary
+
+
+def _http_callback(app: App, request: HttpCallback, context: Any, started: float) -> dict:
+    """ICE waits 3 s: authenticate, track, look up under a deadline, answer 200 regardless."""
+    try:
+        if request.method != "POST":
+            raise MethodNotAllowed(f"method {request.method} not allowed; ICE callbacks are POST")
+        if app.settings.callback_auth_keys:
+            callback_auth.verify(request, keys=app.settings.callback_auth_keys,
+                                 configured_url=app.settings.callback_url, now=time.time(),
+                                 max_skew_s=app.settings.callback_max_skew_s)
+        sync_request = parse_http_body(request)
+    except Unauthorized as exc:
+        _log({"event": "callback_refused", "reason": str(exc)}, context, started, logging.WARNING)
+        return _http_answer(401, {"error": str(exc)})
+    except BadRequest as exc:
+        status = 405 if isinstance(exc, MethodNotAllowed) else 400
+        _log({"event": "bad_request", "error": str(exc)}, context, started, logging.WARNING)
+        return _http_answer(status, {"error": str(exc)})
+    deadline = started + app.settings.callback_deadline_s
+    return _http_answer(200, _run(app, sync_request, context, deadline, started))
+
+
+def _run(app: App, request: SyncRequest, context: Any, deadline: float, started: float) -> dict:
+    summary = app.service.run(request, deadline=deadline).to_dict()
+    level = logging.ERROR if summary["failed"] else logging.INFO
+    _log({"event": "summary", "source": request.source, "sweep": request.sweep, **summary},
+         context, started, level)
+    if summary["failed"]:
+        raise SyncIncomplete(summary)  # after every other record was written: FC retries
+    return summary
+
+
+def _http_answer(status: int, body: dict) -> dict:
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body)}
+
+
+def _function_timeout(context: Any) -> Optional[float]:
+    timeout = getattr(getattr(context, "function", None), "timeout", None)
+    try:
+        return float(timeout) if timeout else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _log(fields: dict, context: Any, started: float, level: int = logging.INFO) -> None:
+    line = {"fc_request_id": getattr(context, "request_id", None),
+            "duration_ms": round((time.monotonic() - started) * 1000, 1), **fields}
+    logger.log(level, json.dumps(line, default=str))
