@@ -60,7 +60,7 @@ class Settings:
             callback_url=text("CALLBACK_URL"),
             callback_max_skew_s=_number(env, "CALLBACK_MAX_SKEW_S", cls.callback_max_skew_s, int, 1),
             callback_deadline_s=_number(env, "CALLBACK_DEADLINE_S", cls.callback_deadline_s, float, 0.1),
-            max_track_age_hours=_number(env, "MAX_TRACK_AGE_HOURS", cls.max_track_age_hours, float, 0.001),
+            max_track_age_hours=_number(env, "MAX_TRACK_AGE_HOURS", cls.max_track_age_hours, float, 0.0001),
             ice_max_qps=_number(env, "ICE_MAX_QPS", cls.ice_max_qps, float, 0.1),
             ice_concurrency=_number(env, "ICE_CONCURRENCY", cls.ice_concurrency, int, 1),
         )

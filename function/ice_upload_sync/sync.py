@@ -130,12 +130,13 @@ class SyncService:
     def _lookup_failed(self, outcome: BatchOutcome, request: SyncRequest, summary: Summary,
                        tracked: set) -> None:
         error = outcome.error
-        out_of_time = error is not None and error.code == "Deadline"
+        transient = error is not None and error.retryable
         for key in outcome.keys:
             is_tracked = outcome.kind == "JobIds" and key in tracked
-            # A tracked job is safe with the sweep when we ran out of time, and on the
-            # callback path whatever ICE did: ICE must get its answer in time.
-            if is_tracked and (out_of_time or request.source == "callback"):
+            # A tracked job is safe with the sweep after a transient failure (throttled,
+            # 5xx, timeout, out of time), and on the callback path whatever ICE did:
+            # ICE must get its answer in time.
+            if is_tracked and (transient or request.source == "callback"):
                 summary.deferred.append(key)
             else:
                 summary.failed.append(key)

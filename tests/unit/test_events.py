@@ -155,9 +155,14 @@ def test_bytes_str_and_dict_events_are_equivalent():
     assert parse_event(raw) == parse_event(raw.decode()) == parse_event(json.loads(raw))
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-                    max_leaves=20))
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES)
 def test_any_json_either_parses_or_is_refused_as_bad_request(value):
     """No JSON input crashes the parser with anything but BadRequest."""
     try:

@@ -1,0 +1,84 @@
+"""The HTTP callback path: authentication before anything else, and ICE's 3-second rule."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.scenario import CALLBACK_AUTH_KEY, CALLBACK_URL, JOB, load_event, signed_http_event
+
+
+@pytest.fixture
+def secured(fc):
+    fc.monkeypatch.setenv("CALLBACK_AUTH_KEY", f"old-key,{CALLBACK_AUTH_KEY}")
+    return fc
+
+
+def test_a_signed_callback_is_recorded_and_answered_200(seeded, secured):
+    answer = secured.invoke(signed_http_event())
+    assert answer["statusCode"] == 200 and answer["headers"]["Content-Type"] == "application/json"
+    summary = json.loads(answer["body"])
+    assert (summary["written"], summary["tracked"], summary["api_calls"]) == (1, 1, 1)
+    record = secured.record(JOB["http"])
+    assert (record["state"], record["source"]) == ("succeeded", "callback")
+    assert secured.pending() == set()
+
+
+def test_the_url_is_derived_from_the_trigger_event_when_not_configured(seeded, secured):
+    assert secured.invoke(signed_http_event(url=CALLBACK_URL))["statusCode"] == 200
+
+
+@pytest.mark.parametrize("make_event", [
+    lambda: signed_http_event(key="not-the-key"),
+    lambda: signed_http_event(timestamp=int(time.time()) - 3600),  # a replay
+    lambda: signed_http_event(url="https://attacker.example/ice-callback"),
+    lambda: {**load_event("http-callback.json"), "headers": {"Content-Type": "application/json"}},
+])
+def test_unsigned_or_badly_signed_callbacks_get_401_before_any_call_or_write(seeded, secured, make_event):
+    answer = secured.invoke(make_event())
+    assert answer["statusCode"] == 401
+    assert seeded.calls == [] and secured.records() == {} and secured.pending() == set()
+
+
+def test_a_callback_with_an_unparseable_body_is_authenticated_first(seeded, secured):
+    event = signed_http_event()
+    event["body"] = "garbage"
+    assert secured.invoke(event)["statusCode"] == 400
+    event["headers"]["X-Ice-Signature"] = "0" * 32
+    assert secured.invoke(event)["statusCode"] == 401
+
+
+def test_a_slow_api_still_gets_its_answer_in_time_and_the_sweep_finishes_the_job(seeded, secured):
+    seeded.latency_s = 5.0
+    started = time.monotonic()
+    answer = secured.invoke(signed_http_event())
+    elapsed = time.monotonic() - started
+    assert answer["statusCode"] == 200 and elapsed < 2.5
+    summary = json.loads(answer["body"])
+    assert summary["deferred"] == [JOB["http"]] and summary["failed"] == []
+    assert secured.pending() == {JOB["http"]}  # tracked first: nothing is lost
+    seeded.latency_s = 0.0
+    secured.invoke(load_event("timer-sweep.json"))
+    assert secured.record(JOB["http"])["state"] == "succeeded" and secured.pending() == set()
+
+
+def test_an_ice_outage_still_answers_200_and_leaves_the_job_tracked(seeded, secured):
+    seeded.server_error_next(100)
+    answer = secured.invoke(signed_http_event())
+    assert answer["statusCode"] == 200 and json.loads(answer["body"])["deferred"] == [JOB["http"]]
+    assert secured.pending() == {JOB["http"]}
+
+
+def test_callbacks_about_other_events_are_acknowledged_without_a_call(seeded, secured):
+    event = signed_http_event()
+    event["body"] = json.dumps({"EventType": "MediaConvertComplete", "MessageBody": {"JobId": "x"}})
+    answer = secured.invoke(event)
+    assert answer["statusCode"] == 200 and json.loads(answer["body"])["ignored"] == ["MediaConvertComplete"]
+    assert seeded.calls == []
+
+
+def test_without_an_auth_key_callbacks_are_accepted_unsigned(seeded, fc):
+    event = load_event("http-callback.json")
+    del event["headers"]["X-Ice-Signature"]
+    assert fc.invoke(event)["statusCode"] == 200
