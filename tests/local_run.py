@@ -51,6 +51,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="  log %(levelname)s %(name)s: %(message)s")
 
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ.pop(name, None)  # the SDK would send even loopback calls through a proxy
     records = Path(args.records)
     if records.exists() and not args.keep:
         shutil.rmtree(records)

@@ -1,0 +1,407 @@
+"""The ICE emulator, driven by the unmodified official SDK (alibabacloud_ice20201109 6.20.2, tea-openapi 0.4.6).
+
+What the SDK raises (found by driving it against the emulator; source: tea_openapi client.do_request):
+
+* An HTTP 4xx answer raises ``alibabacloud_tea_openapi.exceptions.ClientException``; a 5xx answer raises
+  ``alibabacloud_tea_openapi.exceptions.ServerException``. Both derive from ``AlibabaCloudException`` ->
+  ``darabonba.exceptions.ResponseException`` -> ``DaraException`` -> ``Tea.exceptions.TeaException``.
+  A 4xx/5xx that carries an ``x-acs-retry-after`` header raises ``ThrottlingException`` (same base) instead;
+  ICE's ``Throttling.User`` is an ordinary 400 ``ClientException``.
+  Attributes: ``code`` (the service's Code, e.g. "Throttling.User"), ``status_code`` (int HTTP status),
+  ``request_id`` (str), ``data`` (the parsed error body dict plus an injected ``"statusCode"`` key),
+  ``message`` (formatted "code: <status>, <Message> request id: <id>"), ``statusCode`` (camelCase copy).
+* The SDK catches every exception inside its retry loop and, once retries are exhausted (by default there
+  are none: ``Config.retry_options`` is None), raises ``darabonba.exceptions.UnretryableException(context)``,
+  whose constructor *re-raises the inner exception when it is a ResponseException*. So HTTP errors arrive
+  as ClientException/ServerException themselves, never wrapped.
+* Transport failures (connection refused, read timeout, proxy errors) are NOT unwrapped: they arrive as
+  ``darabonba.exceptions.UnretryableException`` (a ``Tea.exceptions.UnretryableException``, not a
+  ResponseException) with ``inner_exception`` = ``darabonba.exceptions.RetryError`` (``.message`` holds the
+  requests/urllib3 text); ``code`` is None.
+
+Quirks: the SDK sends through ``HTTP_PROXY``/``http_proxy`` from the environment even for 127.0.0.1, and
+neither ``Config(no_proxy=...)`` nor ``NO_PROXY`` bypasses it, so these tests unset the proxy variables.
+Sessions (connection pools) are cached process-wide per host:port, which is why ``stop()`` closes
+keep-alive connections. The UploadMediaByURL method is spelled ``upload_media_by_url`` /
+``upload_media_by_urlwith_options``.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import threading
+import time
+from types import SimpleNamespace
+from typing import Dict, Optional, Tuple
+from urllib.parse import quote, urlencode
+
+import pytest
+from alibabacloud_ice20201109 import models as ice_models
+from alibabacloud_ice20201109.client import Client
+from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
+from alibabacloud_tea_openapi.utils import Utils
+from alibabacloud_tea_openapi.utils_models import Config
+from darabonba.exceptions import UnretryableException
+
+from tests.emulators.ice import ApiCall, IceEmulator, build
+
+AK, SECRET = "LTAI-emulator-test", "emulator-secret-never-shown"
+STS_AK, STS_SECRET, STS_TOKEN = "STS.emulator-test", "sts-secret-never-shown", "sts-token-value"
+ALL_FIELDS = {
+    "UploadURL": "https://media.example.com/videos/done.mp4", "Status": "Normal",
+    "MediaId": "5014ca70f08171ecbf940764a0fd6001", "CreationTime": "2026-11-25T02:00:00Z",
+    "CompleteTime": "2026-11-25 02:05:00", "ErrorCode": "200", "ErrorMessage": "Success",
+    "UserData": '{"MessageCallback":{"CallbackURL":"http://example.aliyundoc.com"}}', "FileSize": "64610",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make_emulator(**kwargs) -> IceEmulator:
+    emulator = IceEmulator(**kwargs)
+    emulator.add_access_key(AK, SECRET)
+    emulator.add_access_key(STS_AK, STS_SECRET, security_token=STS_TOKEN)
+    return emulator
+
+
+@pytest.fixture
+def ice():
+    with make_emulator() as emulator:
+        yield emulator
+
+
+def client_for(ice: IceEmulator, ak: str = AK, secret: str = SECRET, token: Optional[str] = None) -> Client:
+    return Client(Config(access_key_id=ak, access_key_secret=secret, security_token=token,
+                         endpoint=f"127.0.0.1:{ice.port}", protocol="http", region_id="cn-shanghai",
+                         connect_timeout=1000, read_timeout=3000))
+
+
+def infos(client: Client, job_ids: Optional[str] = None, upload_urls: Optional[str] = None):
+    request = ice_models.GetUrlUploadInfosRequest(job_ids=job_ids, upload_urls=upload_urls)
+    return client.get_url_upload_infos(request).body
+
+
+def raw_call(ice: IceEmulator, query: Dict[str, str], *, secret: str = SECRET, ak: str = AK,
+             headers: Optional[Dict[str, str]] = None, body: bytes = b"",
+             tamper=None) -> Tuple[int, dict, Dict[str, str]]:
+    """A request signed like the SDK signs it (Utils.get_authorization), sent with http.client."""
+    request = SimpleNamespace(method="POST", pathname="/", query=dict(query), headers={
+        "host": f"127.0.0.1:{ice.port}", "x-acs-version": "2020-11-09", "x-acs-action": "GetUrlUploadInfos",
+        "x-acs-date": Utils.get_timestamp(), "x-acs-signature-nonce": Utils.get_nonce(),
+        "accept": "application/json", "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
+        **(headers or {})})
+    request.headers["Authorization"] = Utils.get_authorization(
+        request, "ACS3-HMAC-SHA256", request.headers["x-acs-content-sha256"], ak, secret)
+    return send(ice, request, body, tamper)
+
+
+def send(ice: IceEmulator, request, body: bytes = b"", tamper=None) -> Tuple[int, dict, Dict[str, str]]:
+    url = "/?" + urlencode(request.query) if request.query else "/"
+    headers = dict(request.headers)
+    if tamper:
+        url, headers = tamper(url, headers)
+    connection = http.client.HTTPConnection("127.0.0.1", ice.port, timeout=3)
+    try:
+        connection.request("POST", url, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------- GetUrlUploadInfos answers
+
+
+def test_seeded_jobs_are_answered_with_all_fields_in_request_order(ice):
+    ice.put_job("job-a", **ALL_FIELDS)
+    ice.put_job("job-b", Status="PENDING")
+    body = infos(client_for(ice), job_ids=" job-b , job-a,,")
+    assert [info.to_map() for info in body.urlupload_info_list] == [
+        {"JobId": "job-b", "Status": "PENDING"}, {"JobId": "job-a", **ALL_FIELDS}]
+    assert body.non_exists == [] and len(body.request_id) == 36
+    assert ice.calls[-1].job_ids == ("job-b", "job-a")
+
+
+def test_put_replaces_update_merges_and_job_is_a_copy(ice):
+    ice.put_job("j", Status="UPLOADING", MediaId="m1")
+    ice.update_job("j", Status="Success", FileSize="5")
+    assert ice.job("j") == {"Status": "Success", "MediaId": "m1", "FileSize": "5"}
+    ice.put_job("j", Status="PENDING")
+    copy = ice.job("j")
+    copy["Status"] = "changed"
+    assert ice.job("j") == {"Status": "PENDING"}
+    with pytest.raises(KeyError):
+        ice.update_job("nope", Status="x")
+    with pytest.raises(ValueError):
+        ice.put_job("j", Bogus="x")
+
+
+def test_unknown_ids_are_listed_in_non_exists(ice):
+    ice.put_job("known", Status="Success")
+    body = infos(client_for(ice), job_ids="ghost1,known,ghost2")
+    assert body.non_exists == ["ghost1", "ghost2"]
+    assert [info.job_id for info in body.urlupload_info_list] == ["known"]
+
+
+def test_non_exists_in_the_reference_examples_stringified_style():
+    with make_emulator(nonexists_style="stringified") as ice:
+        ice.put_job("known", Status="Success")
+        body = infos(client_for(ice), job_ids="ghost1,known,ghost2")
+        assert body.non_exists == ["['ghost1', 'ghost2']"]
+        assert infos(client_for(ice), job_ids="known").non_exists == []
+
+
+def test_job_ids_take_precedence_over_upload_urls(ice):
+    ice.put_job("by-id", Status="Success", UploadURL="https://x.example/a.mp4")
+    ice.put_job("by-url", Status="Success", UploadURL="https://x.example/b.mp4")
+    body = infos(client_for(ice), job_ids="by-id", upload_urls=quote("https://x.example/b.mp4", safe=""))
+    assert [info.job_id for info in body.urlupload_info_list] == ["by-id"] and body.non_exists == []
+    assert ice.calls[-1].upload_urls == ("https://x.example/b.mp4",)  # recorded as sent, yet ignored
+
+
+def test_urls_with_commas_spaces_unicode_and_percent_encoded_by_the_caller_match(ice):
+    odd = "https://media.example.com/videos/a,b c é 100%.mp4?x=1&y=2"
+    pre_encoded = "https://media.example.com/videos/a,b%20c%C3%A9.mp4"
+    ice.put_job("odd-1", Status="Success", UploadURL=odd)
+    ice.put_job("enc-1", Status="UPLOADING", UploadURL=pre_encoded)
+    ice.put_job("odd-2", Status="PENDING", UploadURL=odd)  # the same URL uploaded twice
+    missing = "https://media.example.com/ghost, one.mp4"
+    sent = ",".join(quote(url, safe="") for url in (odd, pre_encoded, missing))
+    body = infos(client_for(ice), upload_urls=sent)
+    assert [info.job_id for info in body.urlupload_info_list] == ["odd-1", "odd-2", "enc-1"]
+    assert body.urlupload_info_list[0].upload_url == odd
+    assert body.non_exists == [missing]
+    assert ice.calls[-1].upload_urls == (odd, pre_encoded, missing) and ice.calls[-1].job_ids == ()
+
+
+def test_more_than_ten_ids_or_none_at_all_are_refused(ice):
+    client = client_for(ice)
+    assert infos(client, job_ids=",".join(f"j{i}" for i in range(10))).non_exists  # ten is fine
+    with pytest.raises(ClientException) as raised:
+        infos(client, job_ids=",".join(f"j{i}" for i in range(11)))
+    assert (raised.value.code, raised.value.status_code) == ("InvalidParameter", 400)
+    with pytest.raises(ClientException) as raised:
+        infos(client, upload_urls=",".join(f"https%3A%2F%2Fx%2F{i}" for i in range(11)))
+    assert raised.value.code == "InvalidParameter"
+    with pytest.raises(ClientException) as raised:
+        infos(client, job_ids=" , ")
+    assert (raised.value.code, raised.value.status_code) == ("MissingParameter", 400)
+    assert "JobIds or UploadURLs" in raised.value.message
+
+
+# ---------------------------------------------------------------- authentication
+
+
+def test_a_wrong_secret_is_signature_does_not_match_and_the_secret_is_never_echoed(ice):
+    with pytest.raises(ClientException) as raised:
+        infos(client_for(ice, secret="wrong-secret"), job_ids="a")
+    error = raised.value
+    assert (error.code, error.status_code) == ("SignatureDoesNotMatch", 400)
+    assert "ACS3-HMAC-SHA256" in error.message  # the server's string to sign, like the real service
+    assert "wrong-secret" not in str(error.data) and SECRET not in str(error.data)
+    assert ice.calls[-1] == ApiCall("GetUrlUploadInfos", AK, None, ("a",), (), 400, "SignatureDoesNotMatch",
+                                    error.request_id)
+
+
+def test_an_unknown_access_key_is_not_found(ice):
+    with pytest.raises(ClientException) as raised:
+        infos(client_for(ice, ak="LTAI-nobody"), job_ids="a")
+    assert (raised.value.code, raised.value.status_code) == ("InvalidAccessKeyId.NotFound", 404)
+
+
+def test_sts_keys_need_their_own_security_token(ice):
+    ice.put_job("a", Status="Success")
+    with pytest.raises(ClientException) as raised:
+        infos(client_for(ice, STS_AK, STS_SECRET), job_ids="a")
+    assert (raised.value.code, raised.value.status_code) == ("MissingSecurityToken", 400)
+    with pytest.raises(ClientException) as raised:
+        infos(client_for(ice, STS_AK, STS_SECRET, token="stolen-token"), job_ids="a")
+    assert raised.value.code == "InvalidSecurityToken.Mismatch"
+    assert infos(client_for(ice, STS_AK, STS_SECRET, token=STS_TOKEN), job_ids="a").urlupload_info_list[0].job_id == "a"
+    last = ice.calls[-1]
+    assert (last.access_key_id, last.security_token, last.status, last.error_code) == (STS_AK, STS_TOKEN, 200, None)
+
+
+def test_a_replayed_nonce_is_refused(ice):
+    ice.put_job("a", Status="Success")
+    request = SimpleNamespace(method="POST", pathname="/", query={"JobIds": "a"}, headers={
+        "host": f"127.0.0.1:{ice.port}", "x-acs-version": "2020-11-09", "x-acs-action": "GetUrlUploadInfos",
+        "x-acs-date": Utils.get_timestamp(), "x-acs-signature-nonce": Utils.get_nonce(),
+        "x-acs-content-sha256": hashlib.sha256(b"").hexdigest()})
+    request.headers["Authorization"] = Utils.get_authorization(
+        request, "ACS3-HMAC-SHA256", request.headers["x-acs-content-sha256"], AK, SECRET)
+    status, body, headers = send(ice, request)
+    assert status == 200 and headers["x-acs-request-id"] == body["RequestId"]
+    status, body, headers = send(ice, request)
+    assert (status, body["Code"]) == (400, "SignatureNonceUsed") and headers["x-acs-request-id"] == body["RequestId"]
+    assert set(body) == {"RequestId", "HostId", "Code", "Message", "Recommend"}
+
+
+def test_raw_signed_requests_with_awkward_values_verify(ice):
+    ice.put_job("a", Status="Success", UploadURL="https://x/ä ö,+%~*'.mp4")
+    status, body, _ = raw_call(ice, {"UploadURLs": quote("https://x/ä ö,+%~*'.mp4", safe=""), "Extra": "",
+                                     "Weird": "a b+c/d~e*f'g%h"})
+    assert status == 200, body
+    assert [info["JobId"] for info in body["URLUploadInfoList"]] == ["a"]
+
+
+@pytest.mark.parametrize("case, code", [
+    ("tampered-query", "SignatureDoesNotMatch"),
+    ("old-date", "InvalidTimeStamp.Expired"),
+    ("bad-date", "InvalidTimeStamp.Format"),
+    ("no-authorization", "IncompleteSignature"),
+    ("malformed-authorization", "IncompleteSignature"),
+    ("body-mismatch", "IncompleteSignature"),
+    ("unsigned-acs-header", "IncompleteSignature"),
+    ("accesskey-header-mismatch", "InvalidSecurityToken.MismatchWithAccessKey"),
+])
+def test_tampered_requests_are_refused(ice, case, code):
+    def tamper(url, headers):
+        if case == "tampered-query":
+            url = url.replace("JobIds=a", "JobIds=b")
+        elif case == "old-date":
+            headers["x-acs-date"] = "2020-01-01T00:00:00Z"
+        elif case == "bad-date":
+            headers["x-acs-date"] = "yesterday"
+        elif case == "no-authorization":
+            del headers["Authorization"]
+        elif case == "malformed-authorization":
+            headers["Authorization"] = f"ACS3-HMAC-SHA256 Credential={AK}"
+        elif case == "body-mismatch":
+            headers["x-acs-content-sha256"] = hashlib.sha256(b"x").hexdigest()
+        elif case == "unsigned-acs-header":
+            headers["x-acs-extra"] = "1"
+        elif case == "accesskey-header-mismatch":
+            headers["x-acs-accesskey-id"] = "someone-else"
+        return url, headers
+
+    if case in ("old-date", "bad-date"):  # re-sign so only the timestamp check can fail
+        status, body, _ = raw_call(ice, {"JobIds": "a"}, headers={"x-acs-date": "2020-01-01T00:00:00Z"
+                                                                  if case == "old-date" else "yesterday"})
+    else:
+        status, body, _ = raw_call(ice, {"JobIds": "a"}, tamper=tamper)
+    assert (status, body["Code"]) == (400, code), body
+
+
+def test_unknown_actions_and_versions_are_refused(ice):
+    status, body, _ = raw_call(ice, {"JobIds": "a"}, headers={"x-acs-action": "DeleteEverything"})
+    assert (status, body["Code"]) == (404, "InvalidAction.NotFound")
+    status, body, _ = raw_call(ice, {"JobIds": "a"}, headers={"x-acs-version": "2017-03-21"})
+    assert (status, body["Code"]) == (400, "InvalidVersion")
+
+
+# ---------------------------------------------------------------- faults, latency, records
+
+
+def test_throttling_surfaces_as_a_client_exception_then_the_next_call_succeeds(ice):
+    ice.put_job("a", Status="Success")
+    client = client_for(ice)
+    ice.throttle_next(1)
+    with pytest.raises(ClientException) as raised:
+        infos(client, job_ids="a")
+    error = raised.value
+    assert (error.code, error.status_code) == ("Throttling.User", 400)
+    assert error.data["Code"] == "Throttling.User" and error.request_id == error.data["RequestId"]
+    assert "Request was denied due to user flow control." in error.message
+    assert infos(client, job_ids="a").urlupload_info_list[0].job_id == "a"
+    assert [(c.status, c.error_code) for c in ice.calls] == [(400, "Throttling.User"), (200, None)]
+
+
+def test_server_errors_surface_as_server_exceptions_in_queue_order(ice):
+    client = client_for(ice)
+    ice.server_error_next(1)
+    ice.server_error_next(1, status=500)
+    ice.fail_next(1, status=403, code="Forbidden.RAM", message="not authorized")
+    with pytest.raises(ServerException) as raised:
+        infos(client, job_ids="a")
+    assert (raised.value.code, raised.value.status_code) == ("ServiceUnavailable", 503)
+    with pytest.raises(ServerException) as raised:
+        infos(client, job_ids="a")
+    assert (raised.value.code, raised.value.status_code) == ("InternalError", 500)
+    with pytest.raises(ClientException) as raised:
+        infos(client, job_ids="a")
+    assert (raised.value.code, raised.value.status_code) == ("Forbidden.RAM", 403)
+    assert infos(client, job_ids="a").non_exists == ["a"]
+
+
+def test_a_fault_does_not_fire_for_a_request_that_fails_authentication(ice):
+    ice.throttle_next(1)
+    with pytest.raises(ClientException) as raised:
+        infos(client_for(ice, secret="wrong"), job_ids="a")
+    assert raised.value.code == "SignatureDoesNotMatch"
+    with pytest.raises(ClientException) as raised:
+        infos(client_for(ice), job_ids="a")
+    assert raised.value.code == "Throttling.User"
+
+
+def test_latency_delays_every_answer(ice):
+    client = client_for(ice)
+    infos(client, job_ids="warm-up")
+    ice.latency_s = 0.25
+    started = time.monotonic()
+    infos(client, job_ids="a")
+    ice.throttle_next(1)
+    with pytest.raises(ClientException):
+        infos(client, job_ids="a")
+    assert time.monotonic() - started >= 0.5
+
+
+def test_concurrent_calls_are_all_recorded(ice):
+    client = client_for(ice)
+    ice.latency_s = 0.1
+    threads = [threading.Thread(target=infos, args=(client,), kwargs={"job_ids": f"j{i}"}) for i in range(8)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started < 0.7  # answered in parallel
+    assert sorted(call.job_ids[0] for call in ice.calls) == [f"j{i}" for i in range(8)]
+    ice.reset_calls()
+    assert ice.calls == []
+
+
+def test_a_stopped_emulator_is_a_transport_error(ice):
+    client = client_for(ice)
+    infos(client, job_ids="a")  # leaves a pooled keep-alive connection behind
+    ice.stop()
+    ice.stop()  # idempotent
+    with pytest.raises(UnretryableException) as raised:
+        infos(client, job_ids="a")
+    assert not isinstance(raised.value, ClientException) and type(raised.value.inner_exception).__name__ == "RetryError"
+
+
+# ---------------------------------------------------------------- UploadMediaByURL and the command line
+
+
+def test_upload_media_by_url_creates_jobs_that_get_url_upload_infos_answers(ice):
+    client = client_for(ice)
+    urls = ["https://media.example.com/new one.mp4", "https://media.example.com/a,b.mp4"]
+    request = ice_models.UploadMediaByURLRequest(upload_urls=",".join(quote(u, safe="") for u in urls),
+                                                 user_data='{"Extend":{"localId":"7"}}')
+    jobs = client.upload_media_by_url(request).body.upload_jobs
+    assert [job.source_url for job in jobs] == urls
+    assert all(len(job.job_id) == 32 and len(job.media_id) == 32 for job in jobs)
+    body = infos(client, job_ids=",".join(job.job_id for job in jobs))
+    first = body.urlupload_info_list[0]
+    assert (first.status, first.upload_url, first.media_id, first.user_data) == (
+        "PENDING", urls[0], jobs[0].media_id, '{"Extend":{"localId":"7"}}')
+    assert time.strptime(first.creation_time, "%Y-%m-%dT%H:%M:%SZ")
+    by_url = infos(client, upload_urls=quote(urls[1], safe=""))
+    assert [info.job_id for info in by_url.urlupload_info_list] == [jobs[1].job_id]
+
+
+def test_the_command_line_seeds_jobs_and_keys(tmp_path):
+    seed = tmp_path / "jobs.json"
+    seed.write_text(json.dumps([{"JobId": "seeded-1", "Status": "Success", "FileSize": 12}]))
+    emulator = build(["--port", "0", "--seed", str(seed), "--latency-ms", "5",
+                      "--access-key-id", "cli-ak", "--access-key-secret", "cli-secret"])
+    with emulator:
+        assert emulator.latency_s == 0.005 and emulator.job("seeded-1") == {"Status": "Success", "FileSize": "12"}
+        body = infos(client_for(emulator, "cli-ak", "cli-secret"), job_ids="seeded-1")
+        assert body.urlupload_info_list[0].file_size == "12"
