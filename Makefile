@@ -2,7 +2,7 @@
 #   make local   run the main job locally (ICE emulator + file store, no cloud account)
 #   make test    run the whole test suite (what CI runs)
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 

@@ -52,7 +52,11 @@ def handler(event: Any, context: Any) -> Any:
     started = time.monotonic()
     app = _app or initialize(context)
     app.gateway.bind(resolve_credentials(context))  # STS credentials rotate between invocations
-    parsed = parse_event(event)
+    try:
+        parsed = parse_event(event)
+    except BadRequest as exc:
+        _log({"event": "bad_request", "error": str(exc)}, context, started, logging.WARNING)
+        raise
     if isinstance(parsed, HttpCallback):
         return _http_callback(app, parsed, context, started)
     summary = _run(app, parsed, context, request_deadline(_function_timeout(context)), started)

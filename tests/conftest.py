@@ -20,8 +20,9 @@ STS_TOKEN = "sts-token-must-never-be-logged"
 
 
 @pytest.fixture
-def ice():
-    emulator = IceEmulator()
+def ice(request):
+    """The emulator; parametrize indirectly with "stringified" for NonExists as ICE's example shows it."""
+    emulator = IceEmulator(nonexists_style=getattr(request, "param", "list"))
     emulator.add_access_key(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
     emulator.add_access_key(STS_KEY_ID, STS_SECRET, security_token=STS_TOKEN)
     with emulator:

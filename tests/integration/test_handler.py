@@ -70,6 +70,17 @@ def test_lookup_by_upload_url_encodes_commas_and_percent_signs(seeded, fc):
     assert fc.record(JOB["by_url"])["state"] == "succeeded"
 
 
+@pytest.mark.parametrize("ice", ["list", "stringified"], indirect=True)
+def test_non_exists_in_either_shape_reports_untracked_and_records_tracked(ice, fc):
+    ice.put_job("known001", Status="UPLOADING")
+    summary = fc.invoke({"JobIds": ["known001", "nobody01", "nobody02"]})
+    assert summary["not_found"] == ["nobody01", "nobody02"] and set(fc.records()) == {"known001"}
+    fc.invoke({"UploadJobs": [{"JobId": "tracked1"}]})
+    assert fc.record("tracked1")["state"] == "not_found"
+    missing = ["https://nowhere.example/x.mp4", "https://nowhere.example/a,b.mp4"]
+    assert fc.invoke({"UploadURLs": missing})["not_found"] == missing
+
+
 def test_unknown_upload_urls_are_reported_not_written(seeded, fc):
     summary = fc.invoke({"UploadURLs": ["https://nowhere.example/x.mp4"]})
     assert summary["not_found"] == ["https://nowhere.example/x.mp4"] and fc.records() == {}
