@@ -51,7 +51,9 @@ def initialize(context: Any) -> App:
 def handler(event: Any, context: Any) -> Any:
     started = time.monotonic()
     app = _app or initialize(context)
-    app.gateway.bind(resolve_credentials(context))  # STS credentials rotate between invocations
+    credentials = resolve_credentials(context)  # STS credentials rotate between invocations
+    app.gateway.bind(credentials)
+    app.store.bind(credentials)
     try:
         parsed = parse_event(event)
     except BadRequest as exc:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterator, Optional, Protocol
+from typing import Any, Iterator, Optional, Protocol
 
 from ..records import JobRecord, MergeResult
 
@@ -38,6 +38,9 @@ class RecordStore(Protocol):
     """
 
     def describe(self) -> str: ...
+
+    def bind(self, credentials: Any) -> None:
+        """Use these credentials from now on (FC's STS credentials rotate); no-op where unused."""
 
     def load(self, job_id: str) -> Optional[JobRecord]: ...
 

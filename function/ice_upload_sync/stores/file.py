@@ -44,6 +44,9 @@ class FileStore:
     def describe(self) -> str:
         return f"file://{self.root}"
 
+    def bind(self, credentials: object) -> None:
+        """Files need no credentials."""
+
     # -- paths and locking --------------------------------------------------------
 
     def _record_path(self, job_id: str) -> str:
