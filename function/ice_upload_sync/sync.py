@@ -120,7 +120,13 @@ class SyncService:
             for job_id in outcome.keys:
                 if job_id in seen:
                     continue
-                if job_id in tracked or self._is_tracked(job_id):
+                try:
+                    known = job_id in tracked or self._is_tracked(job_id)
+                except StoreError as exc:
+                    logger.error("cannot tell whether job %s is tracked: %s", job_id, exc)
+                    summary.failed.append(job_id)
+                    continue
+                if known:
                     record = not_found_record(job_id, source=request.source,
                                               request_id=answer.request_id, now=format_time(now))
                     self._save(record, now, summary)
@@ -143,15 +149,15 @@ class SyncService:
         logger.warning("GetUrlUploadInfos failed for %d %s: %s", len(outcome.keys), outcome.kind, error)
 
     def _save(self, record: JobRecord, now: datetime, summary: Summary) -> None:
-        if not record.final:
-            tracked_since = None
-            if record.created_at is None:
-                marker = self.store.tracking(record.job_id)
-                tracked_since = marker.first_seen_at if marker else None
-            record = expire_if_stale(record, tracked_since=tracked_since, now=now, max_age=self.max_age)
-            if record.state == "expired":
-                summary.expired += 1
         try:
+            if not record.final:
+                tracked_since = None
+                if record.created_at is None:
+                    marker = self.store.tracking(record.job_id)
+                    tracked_since = marker.first_seen_at if marker else None
+                record = expire_if_stale(record, tracked_since=tracked_since, now=now, max_age=self.max_age)
+                if record.state == "expired":
+                    summary.expired += 1
             result = self.store.save(record)
         except StoreError as exc:
             logger.error("cannot record job %s: %s", record.job_id, exc)

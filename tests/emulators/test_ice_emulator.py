@@ -353,14 +353,14 @@ def test_latency_delays_every_answer(ice):
 
 def test_concurrent_calls_are_all_recorded(ice):
     client = client_for(ice)
-    ice.latency_s = 0.1
+    ice.latency_s = 0.5  # serial would take 4 s; the margin keeps a loaded 2-core machine green
     threads = [threading.Thread(target=infos, args=(client,), kwargs={"job_ids": f"j{i}"}) for i in range(8)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert time.monotonic() - started < 0.7  # answered in parallel
+    assert time.monotonic() - started < 2.0  # answered in parallel
     assert sorted(call.job_ids[0] for call in ice.calls) == [f"j{i}" for i in range(8)]
     ice.reset_calls()
     assert ice.calls == []
