@@ -1,15 +1,23 @@
-"""Shared fixtures: the ICE emulator on loopback, a file store on a temp dir, and an FC driver."""
+"""Shared fixtures: the ICE emulator on loopback, the record store (a temp dir or OSS on moto), an FC driver.
+
+``fc`` runs every test that uses it twice: against the file store and against the OSS
+store (the official oss2 SDK to moto's S3 server speaking OSS's dialect).
+"""
 from __future__ import annotations
 
 import json
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import pytest
+from ice_upload_sync.config import Settings
+from ice_upload_sync.ice import Credentials
+from ice_upload_sync.stores import RecordStore, open_store
 
 from tests.emulators.ice import IceEmulator
+from tests.emulators.oss_moto import OssMotoServer
 from tests.scenario import seed_jobs
 
 ACCESS_KEY_ID = "LTAI-test-key-id"
@@ -37,14 +45,97 @@ def seeded(ice):
     return ice
 
 
-class Fc:
-    """Invokes the deployed handler the way FC does (bytes in, a fresh instance per test)."""
+class FileView:
+    """What the file store holds, read from its folder."""
 
-    def __init__(self, root: Path, monkeypatch) -> None:
+    kind = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def job_ids(self) -> List[str]:
+        folder = self.root / "jobs"
+        return [p.stem for p in folder.glob("*.json") if p.is_file()] if folder.exists() else []
+
+    def record(self, job_id: str) -> Optional[dict]:
+        path = self.root / "jobs" / f"{job_id}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def marker(self, job_id: str) -> Optional[dict]:
+        path = self.root / "pending" / job_id
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def rewrite_marker(self, job_id: str, **fields: Any) -> None:
+        path = self.root / "pending" / job_id
+        path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+    def make_unwritable(self, job_id: str) -> None:
+        (self.root / "jobs" / f"{job_id}.json").mkdir(parents=True)  # the rename onto it fails
+
+    def temp_files(self) -> List[Path]:
+        return list(self.root.rglob("*.tmp")) if self.root.exists() else []
+
+
+class OssView:
+    """What the OSS store holds, read with oss2 from the bucket on the moto-backed server."""
+
+    kind = "oss"
+
+    def __init__(self, server: OssMotoServer, bucket: str, prefix: str) -> None:
+        import oss2
+
+        self.server = server
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.bucket = oss2.Bucket(oss2.Auth(ACCESS_KEY_ID, ACCESS_KEY_SECRET), server.endpoint, bucket)
+
+    def _get(self, key: str) -> Optional[dict]:
+        import oss2
+
+        try:
+            return json.loads(self.bucket.get_object(key).read())
+        except oss2.exceptions.NoSuchKey:
+            return None
+
+    def job_ids(self) -> List[str]:
+        import oss2
+
+        folder = f"{self.prefix}/jobs/"
+        return [info.key[len(folder):-len(".json")] for info in oss2.ObjectIteratorV2(self.bucket, prefix=folder)]
+
+    def record(self, job_id: str) -> Optional[dict]:
+        return self._get(f"{self.prefix}/jobs/{job_id}.json")
+
+    def marker(self, job_id: str) -> Optional[dict]:
+        return self._get(f"{self.prefix}/pending/{job_id}")
+
+    def rewrite_marker(self, job_id: str, **fields: Any) -> None:
+        data = {**(self.marker(job_id) or {}), **fields}
+        self.bucket.put_object(f"{self.prefix}/pending/{job_id}", json.dumps(data).encode())
+
+    def make_unwritable(self, job_id: str) -> None:
+        """Every write of this record is refused (as OSS does without oss:PutObject on it)."""
+        self.server.inject_fault(403, "AccessDenied", "You have no right to access this object.", method="PUT",
+                                 path_contains=f"/{self.bucket_name}/{self.prefix}/jobs/{job_id}.json", count=None)
+
+    def temp_files(self) -> List[Path]:
+        return []  # an OSS put is atomic: there are no temporary objects
+
+
+class Fc:
+    """Invokes the deployed handler the way FC does (bytes in, a fresh instance per test).
+
+    ``records()``, ``record()`` and ``pending()`` read what the store under test holds,
+    whichever it is; the few helpers below it stand in for poking at files directly.
+    """
+
+    def __init__(self, view: Union[FileView, OssView], store: RecordStore, monkeypatch) -> None:
         import index
 
         self.index = index
-        self.root = root
+        self.view = view
+        self.store_kind = view.kind
+        self.store = store  # a store object of its own, like another FC instance's
         self.monkeypatch = monkeypatch
         monkeypatch.setattr(index, "_app", None)
 
@@ -63,28 +154,61 @@ class Fc:
         self.monkeypatch.setattr(self.index, "_app", None)
 
     def records(self) -> Dict[str, dict]:
-        jobs = self.root / "jobs"
-        if not jobs.exists():
-            return {}
-        return {p.stem: json.loads(p.read_text()) for p in jobs.glob("*.json")}
+        return {job_id: self.view.record(job_id) for job_id in self.view.job_ids()}
 
     def record(self, job_id: str) -> Optional[dict]:
-        return self.records().get(job_id)
+        return self.view.record(job_id)
 
     def pending(self) -> set:
-        folder = self.root / "pending"
-        return {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.exists() else set()
+        return set(self.store.pending_job_ids())
+
+    # store-agnostic stand-ins for editing the store by hand
+
+    def marker(self, job_id: str) -> Optional[dict]:
+        """The pending marker's content (``{job_id, first_seen_at, source}``), None when untracked."""
+        return self.view.marker(job_id)
+
+    def rewrite_marker(self, job_id: str, **fields: Any) -> None:
+        self.view.rewrite_marker(job_id, **fields)
+
+    def make_unwritable(self, job_id: str) -> None:
+        """Writing this job's record fails from now on (the file store: a folder in its place)."""
+        self.view.make_unwritable(job_id)
+
+    def temp_files(self) -> list:
+        return self.view.temp_files()
 
 
-@pytest.fixture
-def fc(ice, tmp_path, monkeypatch):
-    root = tmp_path / "records"
+@pytest.fixture(scope="session")
+def oss_server():
+    """One moto-backed OSS endpoint per session (moto costs about a second to start); a bucket per test."""
+    with OssMotoServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["file", "oss"])
+def fc(request, ice, tmp_path, monkeypatch):
+    """The handler against the ICE emulator, recording in the file store or in OSS (moto)."""
     for name in ("ALIBABA_CLOUD_SECURITY_TOKEN", "CALLBACK_AUTH_KEY", "CALLBACK_URL", "HTTP_PROXY",
-                 "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                 "HTTPS_PROXY", "http_proxy", "https_proxy", "OSS_ENDPOINT", "FC_FUNCTION_NAME", "FC_REGION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ICE_ENDPOINT", ice.endpoint)
     monkeypatch.setenv("ICE_REGION", "cn-shanghai")
-    monkeypatch.setenv("RECORD_STORE", f"file://{root}")
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY_ID)
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET)
-    return Fc(root, monkeypatch)
+    server = None
+    if request.param == "file":
+        root = tmp_path / "records"
+        monkeypatch.setenv("RECORD_STORE", f"file://{root}")
+        view: Union[FileView, OssView] = FileView(root)
+    else:
+        server = request.getfixturevalue("oss_server")
+        bucket = f"fc-{uuid.uuid4().hex[:24]}"
+        server.create_bucket(bucket)
+        monkeypatch.setenv("RECORD_STORE", f"oss://{bucket}/records/ice")
+        monkeypatch.setenv("OSS_ENDPOINT", server.endpoint)
+        view = OssView(server, bucket, "records/ice")
+    store = open_store(Settings.from_env(), Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET))
+    yield Fc(view, store, monkeypatch)
+    if server is not None:
+        server.clear_faults()

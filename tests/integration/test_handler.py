@@ -1,4 +1,4 @@
-"""End to end: the handler, the official SDK over loopback to the ICE emulator, the file store.
+"""End to end: the handler, the official SDK over loopback to the ICE emulator, each record store.
 
 Each test reads like a scenario: seed the emulator, invoke the handler with a sample
 event, read the store.
@@ -172,10 +172,9 @@ def test_jobs_still_in_flight_after_max_age_expire_and_leave_the_sweep(ice, fc):
 def test_a_never_found_job_expires_from_when_tracking_began(ice, fc):
     fc.invoke({"UploadJobs": [{"JobId": "ghost001"}]})
     assert fc.record("ghost001")["state"] == "not_found"
-    marker = fc.root / "pending" / "ghost001"
-    tracked = json.loads(marker.read_text())
+    tracked = fc.marker("ghost001")
     assert tracked["first_seen_at"] == fc.record("ghost001")["first_seen_at"]
-    marker.write_text(json.dumps({**tracked, "first_seen_at": "2026-01-01T00:00:00Z"}))  # tracked long ago
+    fc.rewrite_marker("ghost001", first_seen_at="2026-01-01T00:00:00Z")  # tracked long ago
     summary = fc.invoke(load_event("timer-sweep.json"))
     assert summary["expired"] == 1
     assert fc.record("ghost001")["state"] == "expired" and fc.pending() == set()
@@ -214,12 +213,12 @@ def test_a_client_error_is_not_retried_and_the_invocation_raises(ice, fc):
 def test_a_record_that_cannot_be_written_raises_after_the_others_are_written(ice, fc):
     for job_id in ("okay0001", "okay0002", "stuck001"):
         ice.put_job(job_id, Status="Success", CompleteTime="2026-11-25 01:00:00")
-    (fc.root / "jobs" / "stuck001.json").mkdir(parents=True)  # the rename onto it fails
+    fc.make_unwritable("stuck001")  # every write of its record fails
     with pytest.raises(SyncIncomplete) as raised:
         fc.invoke({"JobIds": ["okay0001", "stuck001", "okay0002"]})
     assert raised.value.summary["failed"] == ["stuck001"] and raised.value.summary["written"] == 2
-    assert all((fc.root / "jobs" / f"{j}.json").is_file() for j in ("okay0001", "okay0002"))
-    assert not list((fc.root / "jobs").glob(".*.tmp"))  # no half-written temp files left
+    assert all(fc.record(j)["state"] == "succeeded" for j in ("okay0001", "okay0002"))
+    assert fc.temp_files() == []  # no half-written temp files left
 
 
 def test_a_sweep_that_runs_out_of_time_defers_and_does_not_fail(ice, fc):

@@ -23,6 +23,12 @@ def open_store(settings: Settings, credentials: Optional[Any] = None) -> RecordS
         from .file import FileStore
 
         return FileStore(rest)
-    if scheme in ("oss", "tablestore"):
-        raise ConfigError(f"RECORD_STORE {scheme}:// is not available in this build yet; use file://<dir>")
+    if scheme == "oss":
+        from .oss import OssStore, endpoint_region, parse_location, resolve_endpoint  # imports oss2
+
+        bucket, prefix = parse_location(rest)
+        endpoint = resolve_endpoint(settings)
+        return OssStore(bucket, prefix, endpoint, endpoint_region(endpoint, settings.ice_region), credentials)
+    if scheme == "tablestore":
+        raise ConfigError("RECORD_STORE tablestore:// is not available in this build yet; use file:// or oss://")
     raise ConfigError(f"RECORD_STORE scheme {scheme!r} is unknown (file, oss or tablestore)")

@@ -1,0 +1,428 @@
+"""The OSS store: ``<prefix>/jobs/<job_id>.json`` and ``<prefix>/pending/<job_id>`` in one bucket.
+
+Built on the official ``oss2`` SDK (FC's python3.10 runtime ships it), imported only
+when this store is chosen. Works with oss2 >= 2.16 (the runtime's version); it signs
+requests with OSS's V4 signature where the installed oss2 can (2.18.4 and later) and
+with V1 otherwise, which OSS no longer accepts on buckets created since September 2025.
+
+Writes follow the file store's order: the pending marker is created *before* a non-final
+record is written and removed *after* a final one. Markers are created with
+``x-oss-forbid-overwrite: true`` (create-only), so the first ``first_seen_at`` stays.
+The read-merge-write of one job is serialized by a short-lived lock object
+``<prefix>/locks/<job_id>``, also created create-only; only writes that change something
+take it. A lock older than ``lock_ttl_s`` is stale (its holder died) and is taken over.
+Taking over is the one remaining race (two writers may both take the same stale lock);
+``save`` then still leaves every non-final record with its marker, so the sweep heals
+whatever the race got wrong (see the README, "Records in OSS").
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, TypeVar
+from urllib.parse import urlsplit
+
+import oss2
+import requests
+from oss2.exceptions import OssError, RequestError
+
+from ..config import Settings
+from ..errors import ConfigError, StoreError
+from ..records import JobRecord, MergeResult, format_time, merge
+from .base import Tracking
+
+logger = logging.getLogger(__name__)
+
+# oss2 logs every request's headers (the STS token among them) at DEBUG and error bodies
+# (SignatureDoesNotMatch carries the string to sign) at INFO: keep it at WARNING unless
+# someone chose a level on purpose.
+_sdk_logger = logging.getLogger("oss2")
+if _sdk_logger.level == logging.NOTSET:
+    _sdk_logger.setLevel(logging.WARNING)
+
+CONNECT_TIMEOUT_S = 2.0  # an unreachable endpoint fails fast, well within FC's timeout
+READ_TIMEOUT_S = 5.0  # records are a few KB; a healthy OSS answers in milliseconds
+LOCK_TTL_S = 30.0
+LOCK_WAIT_S = 5.0
+PAGE_SIZE = 1000  # OSS's maximum per ListObjectsV2 page
+
+_OSS_HOST = re.compile(r"^oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_ACCESS_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "SecurityTokenExpired",
+                           "InvalidSecurityToken", "UserDisable", "Forbidden"})
+_T = TypeVar("_T")
+_SIGNS_V4 = hasattr(oss2, "AuthV4")  # oss2 >= 2.18.4
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def parse_location(location: str) -> Tuple[str, str]:
+    """``<bucket>/<prefix>`` (what follows ``oss://``) -> (bucket, prefix without outer slashes)."""
+    bucket, _, prefix = location.strip().partition("/")
+    if not _BUCKET_NAME.match(bucket):
+        raise ConfigError(f"RECORD_STORE oss://{location}: bucket name {bucket!r} must be 3-63 characters of "
+                          "lowercase letters, digits and hyphens, starting and ending with a letter or digit")
+    prefix = "/".join(part for part in prefix.split("/") if part)
+    if any(part in (".", "..") for part in prefix.split("/")) or any(ord(c) < 32 for c in prefix):
+        raise ConfigError(f"RECORD_STORE oss://{location}: the prefix must be plain folder names")
+    return bucket, prefix
+
+
+def resolve_endpoint(settings: Settings, environ: Optional[Mapping[str, str]] = None) -> str:
+    """``OSS_ENDPOINT`` if set; else the region's internal endpoint inside FC, the public one outside.
+
+    The region is ``ICE_REGION``. FC sets ``FC_FUNCTION_NAME`` and ``FC_REGION``; the
+    internal endpoint is reachable only from the same region, so it is chosen only
+    when FC runs in that region (or does not say where it runs).
+    """
+    if settings.oss_endpoint:
+        value = settings.oss_endpoint
+        if "://" not in value:
+            value = "https://" + value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+                or parts.path not in ("", "/") or parts.query:
+            raise ConfigError(f"OSS_ENDPOINT {settings.oss_endpoint!r} must be host[:port] or http(s)://host[:port]")
+        return f"{parts.scheme}://{parts.netloc}"
+    env = os.environ if environ is None else environ
+    region = settings.ice_region
+    fc_region = env.get("FC_REGION", "").strip()
+    in_fc = bool(env.get("FC_FUNCTION_NAME", "").strip() or fc_region)
+    internal = in_fc and fc_region in ("", region)
+    return f"https://oss-{region}{'-internal' if internal else ''}.aliyuncs.com"
+
+
+def endpoint_region(endpoint: str, default: str) -> str:
+    """The region a V4 signature must name: from ``oss-<region>[-internal].aliyuncs.com``, else ``default``."""
+    match = _OSS_HOST.match(urlsplit(endpoint).hostname or "")
+    return match.group(1) if match else default
+
+
+# ---------------------------------------------------------------- the store
+
+
+class OssStore:
+    def __init__(self, bucket: str, prefix: str, endpoint: str, region: str, credentials: Any = None, *,
+                 page_size: int = PAGE_SIZE, lock_ttl_s: float = LOCK_TTL_S, lock_wait_s: float = LOCK_WAIT_S,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S) -> None:
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.endpoint = endpoint
+        self.region = region  # V4 signatures name the bucket's region
+        self.page_size = page_size
+        self.lock_ttl_s = lock_ttl_s
+        self.lock_wait_s = lock_wait_s
+        # oss2 hands this straight to requests: (connect, read) seconds
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._base = f"{prefix}/" if prefix else ""
+        self._session = oss2.Session()  # one connection pool across credential rotations
+        self._bind_lock = threading.Lock()
+        self._bucket: Optional[oss2.Bucket] = None
+        self._identity: Optional[Tuple[str, str, Optional[str]]] = None
+        if credentials is not None:
+            self.bind(credentials)
+
+    def describe(self) -> str:
+        return f"oss://{self.bucket_name}/{self.prefix}"
+
+    def bind(self, credentials: Any) -> None:
+        """``oss2.StsAuth`` with a security token, else ``oss2.Auth`` (V4 variants where oss2 has them).
+
+        The SDK's bucket object is rebuilt only when the credentials change (FC's rotate).
+        """
+        identity = (credentials.access_key_id, credentials.access_key_secret,
+                    getattr(credentials, "security_token", None) or None)
+        with self._bind_lock:
+            if self._bucket is not None and identity == self._identity:
+                return
+            key_id, secret, token = identity
+            if _SIGNS_V4:
+                auth = (oss2.StsAuth(key_id, secret, token, auth_version=oss2.AUTH_VERSION_4) if token
+                        else oss2.AuthV4(key_id, secret))
+                extra = {"region": self.region}
+            else:
+                auth = oss2.StsAuth(key_id, secret, token) if token else oss2.Auth(key_id, secret)
+                extra = {}
+            self._bucket = oss2.Bucket(auth, self.endpoint, self.bucket_name, session=self._session,
+                                       connect_timeout=self._timeout, **extra)
+            self._identity = identity
+
+    # -- keys ---------------------------------------------------------------------
+
+    def _record_key(self, job_id: str) -> str:
+        return f"{self._base}jobs/{job_id}.json"
+
+    def _marker_key(self, job_id: str) -> str:
+        return f"{self._base}pending/{job_id}"
+
+    def _lock_key(self, job_id: str) -> str:
+        return f"{self._base}locks/{job_id}"
+
+    # -- the interface ------------------------------------------------------------
+
+    def load(self, job_id: str) -> Optional[JobRecord]:
+        found = self._get(self._record_key(job_id), f"read the record of job {job_id}")
+        if found is None:
+            return None
+        try:
+            return JobRecord.from_dict(json.loads(found[0]))
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"OSS store {self.describe()}: the record of job {job_id} is corrupt: "
+                             f"{type(exc).__name__}") from None
+
+    def tracking(self, job_id: str) -> Optional[Tracking]:
+        found = self._get(self._marker_key(job_id), f"read the pending marker of job {job_id}")
+        if found is None:
+            return None
+        raw, modified = found
+        written = datetime.fromtimestamp(modified, tz=timezone.utc) if modified else datetime.now(timezone.utc)
+        fallback = format_time(written)
+        return Tracking.from_json(job_id, raw, fallback)
+
+    def track(self, tracking: Tracking) -> bool:
+        job_id = tracking.job_id
+        if not self._create(self._marker_key(job_id), tracking.to_json(), f"track job {job_id}"):
+            return False  # already tracked: the first first_seen_at stays
+        stored = self.load(job_id)
+        if stored is not None and stored.final:  # never resurrect a final job
+            self._delete(self._marker_key(job_id), f"untrack job {job_id}")
+            return False
+        return True
+
+    def save(self, fresh: JobRecord) -> MergeResult:
+        job_id = fresh.job_id
+        stored = self.load(job_id)
+        marker = self.tracking(job_id)
+        tracked_since = marker.first_seen_at if marker else None
+        result = merge(stored, fresh, tracked_since=tracked_since)
+        if not result.changed:  # nothing to write: no lock
+            self._settle_marker(result.record, marker is not None, fresh.source)
+            return result
+        with self._job_lock(job_id) as lease:
+            result = merge(self.load(job_id), fresh, tracked_since=tracked_since)  # again, under the lock
+            if not result.changed:
+                self._settle_marker(result.record, marker is not None, fresh.source)
+                return result
+            record = result.record
+            if not record.final:  # marker first: a non-final record never exists without it
+                self._ensure_marker(record, fresh.source)
+            lease.check()
+            self._put_record(record)
+            if record.final:
+                self._delete(self._marker_key(job_id), f"untrack job {job_id}")
+                # A writer whose lock was taken over may have regressed the record meanwhile:
+                # then keep it swept, and the next sweep restores the final answer.
+                now_stored = self.load(job_id)
+                if now_stored is not None and not now_stored.final:
+                    self._ensure_marker(now_stored, fresh.source)
+            elif not self._exists(self._marker_key(job_id), f"check the pending marker of job {job_id}"):
+                # ...or removed our marker after its final write: recreate it (same reason)
+                self._ensure_marker(record, fresh.source)
+            return result
+
+    def pending_job_ids(self) -> Iterator[str]:
+        prefix = self._marker_key("")
+        bucket = self._current_bucket()
+        try:
+            # one page (up to page_size keys) in memory at a time; 5xx pages are retried by oss2
+            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, max_keys=self.page_size):
+                name = info.key[len(prefix):]
+                if name and "/" not in name:
+                    yield name
+        except (OssError, requests.RequestException) as exc:
+            raise self._error(exc, "list pending jobs") from None
+
+    # -- markers and records ------------------------------------------------------
+
+    def _settle_marker(self, record: JobRecord, marker_exists: bool, source: str) -> None:
+        """Repair what a crash or a lost race may have left: final jobs unmarked, non-final marked."""
+        if record.final and marker_exists:
+            self._delete(self._marker_key(record.job_id), f"untrack job {record.job_id}")
+        elif not record.final and not marker_exists:
+            self._ensure_marker(record, source)
+
+    def _ensure_marker(self, record: JobRecord, source: str) -> None:
+        marker = Tracking(record.job_id, record.first_seen_at, source)
+        self._create(self._marker_key(record.job_id), marker.to_json(), f"track job {record.job_id}")
+
+    def _put_record(self, record: JobRecord) -> None:
+        data = json.dumps(record.to_dict(), ensure_ascii=False, indent=1).encode("utf-8")
+        self._call(f"write the record of job {record.job_id}",
+                   lambda bucket: bucket.put_object(self._record_key(record.job_id), data,
+                                                    headers={"Content-Type": "application/json"}))
+
+    # -- the per-job lock ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _job_lock(self, job_id: str) -> Iterator[_Lease]:
+        """Hold ``<prefix>/locks/<job_id>`` (create-only); wait with jitter while someone else does."""
+        key = self._lock_key(job_id)
+        holder = uuid.uuid4().hex
+        give_up = time.monotonic() + self.lock_wait_s
+        attempt = 0
+        while True:
+            taken_at = time.monotonic()
+            body = json.dumps({"holder": holder, "expires_at": round(time.time() + self.lock_ttl_s, 3)}).encode()
+            if self._create(key, body, f"lock job {job_id}"):
+                break
+            current = self._get(key, f"read the lock of job {job_id}")
+            if current is not None:
+                owner, expires_at = _lock_owner(current, self.lock_ttl_s)
+                if owner == holder:  # our own create, whose answer was lost and retried
+                    break
+                if expires_at < time.time():
+                    logger.warning("taking over the stale lock of job %s (OSS store %s)", job_id, self.describe())
+                    self._delete(key, f"take over the stale lock of job {job_id}")
+                    continue
+            if time.monotonic() >= give_up:
+                raise StoreError(f"OSS store {self.describe()}: job {job_id} stayed locked by another writer for "
+                                 f"{self.lock_wait_s:g} s; try again later")
+            attempt += 1
+            time.sleep(random.uniform(0, min(0.2, 0.01 * 2 ** attempt)))  # full jitter
+        lease = _Lease(taken_at, self.lock_ttl_s, f"OSS store {self.describe()}")
+        try:
+            yield lease
+        finally:
+            self._release(key, holder, lease, job_id)
+
+    def _release(self, key: str, holder: str, lease: _Lease, job_id: str) -> None:
+        try:
+            if not lease.valid():  # held past its time: it may be someone else's now
+                current = self._get(key, f"read the lock of job {job_id}")
+                if current is None or _lock_owner(current, self.lock_ttl_s)[0] != holder:
+                    return
+            self._delete(key, f"unlock job {job_id}")
+        except StoreError as exc:  # the lock goes stale and is taken over; do not hide the real outcome
+            logger.warning("%s", exc)
+
+    # -- oss2 calls, errors translated ------------------------------------------
+
+    def _current_bucket(self) -> oss2.Bucket:
+        bucket = self._bucket
+        if bucket is None:
+            raise StoreError(f"OSS store {self.describe()}: no credentials bound")
+        return bucket
+
+    def _call(self, doing: str, action: Callable[[oss2.Bucket], _T], *,
+              passthrough: Callable[[OssError], bool] = lambda exc: False) -> _T:
+        """Run one SDK call; retry once on 5xx or a dropped connection; errors become StoreError."""
+        bucket = self._current_bucket()
+        for attempt in (1, 2):
+            try:
+                return action(bucket)
+            except OssError as exc:
+                if passthrough(exc):
+                    raise
+                if attempt == 1 and _retryable(exc):
+                    time.sleep(random.uniform(0.02, 0.1))
+                    continue
+                raise self._error(exc, doing) from None
+            except requests.RequestException as exc:  # while reading a streamed body
+                if attempt == 1:
+                    continue
+                raise self._error(exc, doing) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get(self, key: str, doing: str) -> Optional[Tuple[bytes, Optional[int]]]:
+        """(body, last-modified epoch seconds), or None when the object does not exist."""
+        def read(bucket: oss2.Bucket) -> Tuple[bytes, Optional[int]]:
+            answer = bucket.get_object(key)
+            return answer.read(), answer.last_modified
+
+        try:
+            return self._call(doing, read, passthrough=_is_missing)
+        except OssError:
+            return None
+
+    def _exists(self, key: str, doing: str) -> bool:
+        try:
+            self._call(doing, lambda bucket: bucket.head_object(key), passthrough=_is_missing)
+        except OssError:
+            return False
+        return True
+
+    def _create(self, key: str, data: bytes, doing: str) -> bool:
+        """Create-only put; False when the object already exists (OSS: 409 FileAlreadyExists)."""
+        headers = {"Content-Type": "application/json", "x-oss-forbid-overwrite": "true"}
+        try:
+            self._call(doing, lambda bucket: bucket.put_object(key, data, headers=headers), passthrough=_exists_already)
+        except OssError:
+            return False
+        return True
+
+    def _delete(self, key: str, doing: str) -> None:
+        self._call(doing, lambda bucket: bucket.delete_object(key))  # a missing object is no error
+
+    def _error(self, exc: Exception, doing: str) -> StoreError:
+        """A message naming the bucket and prefix and what to do; never keys or credentials."""
+        where = f"OSS store {self.describe()}: cannot {doing}"
+        if isinstance(exc, RequestError) or isinstance(exc, requests.RequestException):
+            cause = getattr(exc, "exception", exc)
+            return StoreError(f"{where}: endpoint {self.endpoint} unreachable ({type(cause).__name__})")
+        assert isinstance(exc, OssError)
+        code, status = exc.code or "", exc.status
+        request = f" (request {exc.request_id})" if exc.request_id else ""
+        if code == "NoSuchBucket":
+            reason = f"bucket {self.bucket_name!r} does not exist at {self.endpoint}"
+        elif status == 403 or code in _ACCESS_CODES:
+            reason = (f"access denied ({code or status}); the function's role needs oss:GetObject, oss:PutObject, "
+                      f"oss:DeleteObject and oss:ListObjects on bucket {self.bucket_name!r}, prefix "
+                      f"{self.prefix or '(none)'!r}")
+        elif status >= 500:
+            reason = f"OSS failed with {status} {code} (try again later)".rstrip()
+        elif status < 0:  # raised by the SDK itself, before or after the request
+            reason = f"SDK error {type(exc).__name__}"
+        else:
+            reason = f"OSS answered {status} {code}".rstrip()
+        return StoreError(f"{where}: {reason}{request}")
+
+
+class _Lease:
+    """How long our lock is ours: past ``ttl`` another writer may take it over."""
+
+    def __init__(self, taken_at: float, ttl: float, store: str) -> None:
+        self.taken_at = taken_at
+        self.ttl = ttl
+        self.store = store
+
+    def valid(self) -> bool:
+        return time.monotonic() - self.taken_at < self.ttl * 0.8  # margin for clock drift between writers
+
+    def check(self) -> None:
+        if not self.valid():
+            raise StoreError(f"{self.store}: a job lock was held too long (OSS too slow?); nothing written, "
+                             "try again")
+
+
+def _lock_owner(found: Tuple[bytes, Optional[int]], ttl: float) -> Tuple[Optional[str], float]:
+    """(holder, expiry in epoch seconds) of a lock object; an unreadable body expires ``ttl`` after its write."""
+    raw, modified = found
+    try:
+        data = json.loads(raw)
+        return str(data["holder"]), float(data["expires_at"])
+    except (ValueError, TypeError, KeyError):
+        return None, float(modified or 0) + ttl
+
+
+def _is_missing(exc: OssError) -> bool:
+    return exc.status == 404 and exc.code != "NoSuchBucket"
+
+
+def _exists_already(exc: OssError) -> bool:
+    return exc.status == 409 and exc.code in ("FileAlreadyExists", "")
+
+
+def _retryable(exc: OssError) -> bool:
+    if isinstance(exc, RequestError):  # a stale pooled connection, a reset; not a connect timeout
+        return not isinstance(getattr(exc, "exception", None), requests.exceptions.ConnectTimeout)
+    return exc.status >= 500
+

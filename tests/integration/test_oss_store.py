@@ -1,0 +1,353 @@
+"""The OSS store through the official oss2 SDK against moto's S3 server speaking OSS's dialect.
+
+Layout and content type, the merge rule, pending markers, paging, the per-job lock
+(contention, stale takeover), error translation and credentials.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+import oss2
+import pytest
+from ice_upload_sync.errors import StoreError
+from ice_upload_sync.ice import Credentials
+from ice_upload_sync.records import JobRecord
+from ice_upload_sync.stores import Tracking
+from ice_upload_sync.stores.oss import OssStore
+
+NOW = "2026-11-25T03:00:00Z"
+LATER = "2026-11-25T04:00:00Z"
+PLAIN = Credentials("LTAI-oss-test", "oss-secret-must-never-leak")
+STS = Credentials("STS.oss-test", "sts-oss-secret-must-never-leak", "sts-oss-token-must-never-leak")
+
+
+def record(job_id="job00001", state="processing", **fields):
+    return JobRecord(job_id=job_id, state=state, source="timer", ice_request_id="r",
+                     first_seen_at=NOW, updated_at=NOW, **fields)
+
+
+def final(job_id="job00001", completed_at=NOW, **fields):
+    return record(job_id, "succeeded", completed_at=completed_at, media_id="m1", **fields)
+
+
+@pytest.fixture
+def bucket_name(oss_server):
+    name = f"st-{uuid.uuid4().hex[:24]}"
+    oss_server.create_bucket(name)
+    yield name
+    oss_server.clear_faults()
+
+
+@pytest.fixture
+def raw(oss_server, bucket_name):
+    """The bucket as oss2 sees it, to check what the store wrote."""
+    return oss2.Bucket(oss2.Auth("ak", "sk"), oss_server.endpoint, bucket_name)
+
+
+def make_store(oss_server, bucket_name, prefix="ice/records", credentials=PLAIN, **options):
+    return OssStore(bucket_name, prefix, oss_server.endpoint, "cn-shanghai", credentials, **options)
+
+
+@pytest.fixture
+def store(oss_server, bucket_name):
+    return make_store(oss_server, bucket_name)
+
+
+def keys(raw, prefix=""):
+    return sorted(info.key for info in oss2.ObjectIteratorV2(raw, prefix=prefix))
+
+
+# ---------------------------------------------------------------- layout and the merge rule
+
+
+@pytest.mark.parametrize("prefix", ["", "ice/records", "a/b/c/d"])
+def test_layout_keys_content_type_and_marker_body(oss_server, bucket_name, raw, prefix):
+    store = make_store(oss_server, bucket_name, prefix)
+    base = f"{prefix}/" if prefix else ""
+    store.save(record())
+    assert keys(raw) == [f"{base}jobs/job00001.json", f"{base}pending/job00001"]
+    answer = raw.get_object(f"{base}jobs/job00001.json")
+    assert answer.content_type == "application/json"
+    assert json.loads(answer.read()) == record().to_dict()
+    marker = raw.get_object(f"{base}pending/job00001").read()
+    assert marker == Tracking("job00001", NOW, "timer").to_json()
+    store.save(final())
+    assert keys(raw) == [f"{base}jobs/job00001.json"]  # no marker, no lock left behind
+    assert store.load("job00001").final and list(store.pending_job_ids()) == []
+
+
+def test_the_same_answer_twice_writes_nothing_and_takes_no_lock(oss_server, store):
+    assert store.save(record()).changed
+    oss_server.reset_requests()
+    result = store.save(replace(record(), updated_at=LATER, ice_request_id="r2"))
+    assert not result.changed and result.record.updated_at == NOW
+    assert {r.method for r in oss_server.requests} == {"GET"}
+
+
+def test_a_final_record_is_never_replaced_by_a_non_final_one(store):
+    store.save(final())
+    assert not store.save(record(state="processing")).changed
+    assert store.load("job00001").state == "succeeded" and list(store.pending_job_ids()) == []
+
+
+def test_between_final_records_the_later_completion_wins(store):
+    store.save(final(completed_at=LATER))
+    assert not store.save(record("job00001", "failed", completed_at=NOW, error_code="E")).changed
+    assert store.save(record("job00001", "failed", completed_at="2026-11-26T00:00:00Z", error_code="E")).changed
+    assert store.load("job00001").state == "failed"
+
+
+def test_tracking_keeps_the_first_time_and_never_resurrects_a_final_job(store, raw):
+    assert store.track(Tracking("job00001", "2026-11-20T00:00:00Z", "callback"))
+    assert not store.track(Tracking("job00001", NOW, "callback"))
+    assert store.tracking("job00001") == Tracking("job00001", "2026-11-20T00:00:00Z", "callback")
+    store.save(record())
+    assert store.load("job00001").first_seen_at == "2026-11-20T00:00:00Z"
+    store.save(record(state="failed", completed_at=NOW))
+    assert not store.track(Tracking("job00001", NOW, "callback"))
+    assert store.tracking("job00001") is None and keys(raw, "ice/records/pending/") == []
+
+
+def test_missing_objects_are_none_and_a_corrupt_record_is_a_store_error(store, raw):
+    assert store.load("nobody01") is None and store.tracking("nobody01") is None
+    raw.put_object("ice/records/jobs/job00001.json", b"{half a rec")
+    with pytest.raises(StoreError, match="corrupt") as raised:
+        store.load("job00001")
+    assert bucket_name_in(raised.value, raw.bucket_name)
+
+
+def test_a_marker_without_a_readable_body_falls_back_to_its_write_time(store, raw):
+    raw.put_object("ice/records/pending/job00001", b"")
+    tracking = store.tracking("job00001")
+    assert tracking.first_seen_at.endswith("Z") and tracking.source == "timer"
+
+
+def test_unchanged_saves_repair_markers_a_crash_or_a_lost_race_left_wrong(store, raw):
+    store.save(record())
+    raw.delete_object("ice/records/pending/job00001")  # a non-final record without its marker
+    assert not store.save(record()).changed
+    assert list(store.pending_job_ids()) == ["job00001"]
+    store.save(final())
+    raw.put_object("ice/records/pending/job00001", b"{}")  # a final record still marked
+    assert not store.save(final()).changed
+    assert list(store.pending_job_ids()) == []
+
+
+# ---------------------------------------------------------------- listing
+
+
+def test_pending_jobs_are_listed_page_by_page_as_they_are_consumed(oss_server, bucket_name):
+    store = make_store(oss_server, bucket_name, page_size=4)
+    ids = [f"job{i:05d}" for i in range(10)]
+    for job_id in ids:
+        store.track(Tracking(job_id, NOW, "callback"))
+    store.save(final("job00003"))
+    oss_server.reset_requests()
+    listing = store.pending_job_ids()
+    assert [next(listing) for _ in range(3)] == ids[:3]
+    lists = [r for r in oss_server.requests if r.method == "GET" and "list-type=2" in r.query]
+    assert len(lists) == 1  # one page so far, not the whole listing
+    assert list(listing) == [j for j in ids[3:] if j != "job00003"]
+    lists = [r for r in oss_server.requests if r.method == "GET" and "list-type=2" in r.query]
+    assert len(lists) == 3 and all("continuation-token=" in r.query for r in lists)
+
+
+# ---------------------------------------------------------------- the per-job lock
+
+
+def test_racing_final_and_stale_writers_never_end_non_final(oss_server, bucket_name, raw):
+    stores = [make_store(oss_server, bucket_name), make_store(oss_server, bucket_name)]  # two FC instances
+    stale, done = record(state="processing"), final()
+    oss_server.reset_requests()
+    for round_number in range(20):
+        job_id = f"race{round_number:04d}"
+        race(stores, [replace(stale, job_id=job_id), replace(done, job_id=job_id)])
+        assert stores[0].load(job_id).state == "succeeded"
+        assert stores[0].tracking(job_id) is None
+    contended = [r for r in oss_server.requests if "/locks/" in r.path and r.method == "PUT" and r.status == 409]
+    assert contended, "the writers never met at the lock: the test proves nothing"
+    assert keys(raw, "ice/records/locks/") == []
+
+
+def test_with_the_lock_broken_a_regressed_record_keeps_its_marker_and_the_sweep_heals_it(
+        oss_server, bucket_name, monkeypatch):
+    """What a stale-lock takeover race can do at worst: two writers at once, as if there were no lock."""
+    monkeypatch.setattr(OssStore, "_job_lock", lambda self, job_id: _NoLock())
+    stores = [make_store(oss_server, bucket_name), make_store(oss_server, bucket_name)]
+    stale, done = record(state="processing"), final()
+    regressed = 0
+    for round_number in range(12):
+        job_id = f"broken{round_number:04d}"
+        race(stores, [replace(stale, job_id=job_id), replace(done, job_id=job_id)])
+        stored = stores[0].load(job_id)
+        if not stored.final:
+            regressed += 1
+            assert stores[0].tracking(job_id) is not None  # still swept...
+            stores[0].save(replace(done, job_id=job_id))  # ...and the sweep's next answer heals it
+            assert stores[0].load(job_id).final and stores[0].tracking(job_id) is None
+    assert regressed, "no round regressed: the race never happened and the test proves nothing"
+
+
+class _NoLock:
+    def __enter__(self):
+        return _NoLease()
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+class _NoLease:
+    def check(self) -> None:
+        pass
+
+
+def test_a_stale_lock_is_taken_over(store, raw, caplog):
+    dead = {"holder": "crashed-instance", "expires_at": time.time() - 1}
+    raw.put_object("ice/records/locks/job00001", json.dumps(dead).encode())
+    started = time.monotonic()
+    assert store.save(final()).changed
+    assert time.monotonic() - started < 1.0
+    assert "stale lock" in caplog.text
+    assert keys(raw, "ice/records/locks/") == []
+
+
+def test_a_live_lock_makes_the_writer_wait_then_give_up(oss_server, bucket_name, raw):
+    store = make_store(oss_server, bucket_name, lock_wait_s=0.3)
+    alive = {"holder": "busy-instance", "expires_at": time.time() + 60}
+    raw.put_object("ice/records/locks/job00001", json.dumps(alive).encode())
+    with pytest.raises(StoreError, match="locked by another writer") as raised:
+        store.save(final())
+    assert bucket_name_in(raised.value, bucket_name)
+    assert store.load("job00001") is None  # nothing written without the lock
+    raw.delete_object("ice/records/locks/job00001")  # the holder finishes
+    assert store.save(final()).changed
+
+
+def test_a_lock_released_while_waiting_is_taken(oss_server, bucket_name, raw):
+    store = make_store(oss_server, bucket_name, lock_wait_s=3)
+    alive = {"holder": "busy-instance", "expires_at": time.time() + 60}
+    raw.put_object("ice/records/locks/job00001", json.dumps(alive).encode())
+    releaser = threading.Timer(0.2, raw.delete_object, args=("ice/records/locks/job00001",))
+    releaser.start()
+    try:
+        assert store.save(final()).changed
+    finally:
+        releaser.join()
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_a_missing_bucket_is_a_store_error_naming_bucket_and_prefix(oss_server):
+    store = OssStore("no-such-bucket-here", "ice/records", oss_server.endpoint, "cn-shanghai", STS)
+    for action in (lambda: store.load("job00001"), lambda: store.save(final()),
+                   lambda: list(store.pending_job_ids()), lambda: store.track(Tracking("job00001", NOW, "timer"))):
+        with pytest.raises(StoreError) as raised:
+            action()
+        message = str(raised.value)
+        assert "oss://no-such-bucket-here/ice/records" in message and "does not exist" in message
+        assert_no_secret(message)
+        assert "jobs/" not in message and "pending/" not in message  # never the keys
+
+
+def test_an_unreachable_endpoint_fails_fast_with_a_store_error(bucket_name):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = OssStore(bucket_name, "ice/records", f"http://127.0.0.1:{port}", "cn-shanghai", STS)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="unreachable") as raised:
+        store.save(final())
+    assert time.monotonic() - started < 3
+    assert f"oss://{bucket_name}/ice/records" in str(raised.value)
+    assert_no_secret(str(raised.value))
+
+
+def test_access_denied_names_the_permissions_needed(oss_server, store):
+    oss_server.inject_fault(403, "AccessDenied", "You have no right to access this object.", method="PUT",
+                            count=None)
+    with pytest.raises(StoreError, match="access denied") as raised:
+        store.save(final())
+    message = str(raised.value)
+    assert "oss:PutObject" in message and "ice/records" in message and "request" in message
+    assert_no_secret(message)
+
+
+def test_one_5xx_is_retried_and_a_persistent_one_is_a_store_error(oss_server, store):
+    oss_server.inject_fault(503, "ServiceUnavailable", method="PUT", path_contains="/jobs/", count=1)
+    assert store.save(final()).changed
+    oss_server.inject_fault(500, "InternalError", method="GET", count=None)
+    with pytest.raises(StoreError, match="500 InternalError") as raised:
+        store.load("job00001")
+    assert "request " in str(raised.value)
+
+
+def test_a_failed_write_leaves_no_lock_behind(oss_server, store, raw):
+    oss_server.inject_fault(503, "ServiceUnavailable", method="PUT", path_contains="/jobs/", count=2)
+    with pytest.raises(StoreError):
+        store.save(final())
+    assert keys(raw, "ice/records/locks/") == [] and store.load("job00001") is None
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_sts_credentials_are_sent_with_their_token_and_rebound_only_when_they_change(oss_server, bucket_name):
+    store = make_store(oss_server, bucket_name, credentials=STS)
+    oss_server.reset_requests()
+    store.save(record())
+    sent = {(r.access_key_id, r.security_token) for r in oss_server.requests}
+    assert sent == {(STS.access_key_id, STS.security_token)}
+    sdk_bucket = store._bucket
+    store.bind(Credentials(STS.access_key_id, STS.access_key_secret, STS.security_token))
+    assert store._bucket is sdk_bucket  # same credentials: nothing rebuilt
+    rotated = Credentials("STS.rotated", "rotated-secret", "rotated-token")
+    store.bind(rotated)
+    oss_server.reset_requests()
+    store.load("job00001")
+    assert {(r.access_key_id, r.security_token) for r in oss_server.requests} == {("STS.rotated", "rotated-token")}
+    store.bind(PLAIN)
+    oss_server.reset_requests()
+    store.load("job00001")
+    assert {(r.access_key_id, r.security_token) for r in oss_server.requests} == {(PLAIN.access_key_id, None)}
+
+
+def test_the_sdk_never_logs_the_token(oss_server, bucket_name, caplog):
+    caplog.set_level(logging.DEBUG)
+    store = make_store(oss_server, bucket_name, credentials=STS)
+    store.save(record())
+    oss_server.inject_fault(403, "SignatureDoesNotMatch", f"string to sign contains {STS.security_token}",
+                            count=1)
+    with pytest.raises(StoreError) as raised:
+        store.load("job00001")
+    assert_no_secret(caplog.text + str(raised.value))
+
+
+def race(stores, records) -> None:
+    """Each store saves its record at the same moment, from its own thread."""
+    start = threading.Barrier(len(stores))
+
+    def write(store, rec):
+        start.wait()
+        store.save(rec)
+
+    threads = [threading.Thread(target=write, args=pair) for pair in zip(stores, records)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in (PLAIN.access_key_secret, STS.access_key_secret, STS.security_token):
+        assert secret not in text
+
+
+def bucket_name_in(error: Exception, bucket_name: str) -> bool:
+    return f"oss://{bucket_name}/" in str(error)
