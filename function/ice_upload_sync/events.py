@@ -185,6 +185,10 @@ def _split(value: Any, name: str) -> List[str]:
     raise BadRequest(f"{name} must be a comma-separated string or a list of strings")
 
 
+def is_valid_job_id(job_id: str) -> bool:
+    return bool(_JOB_ID.match(job_id))
+
+
 def validate_job_ids(job_ids: Iterable[str]) -> Tuple[str, ...]:
     unique = tuple(dict.fromkeys(job_ids))
     if len(unique) > MAX_KEYS_PER_REQUEST:

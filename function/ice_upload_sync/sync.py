@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
+from urllib.parse import quote
 
 from .config import Settings
 from .errors import StoreError
-from .events import SyncRequest
+from .events import SyncRequest, is_valid_job_id
 from .ice import BATCH_SIZE, BatchOutcome
 from .records import JobRecord, expire_if_stale, format_time, normalize, not_found_record
 from .stores.base import RecordStore, Tracking
@@ -106,15 +107,19 @@ class SyncService:
             answer = outcome.answer
             seen = set()
             for info in answer.infos:
-                if not info.job_id:
-                    logger.warning("ICE answered an upload without JobId (request %s)", answer.request_id)
+                if not is_valid_job_id(info.job_id):
+                    # it becomes a file name and a key: never trust it blindly, even from ICE
+                    logger.warning("ICE answered an upload with JobId %r, not a job ID we can record "
+                                   "(request %s)", info.job_id[:80], answer.request_id)
                     continue
                 seen.add(info.job_id)
                 record = normalize(info, source=request.source, request_id=answer.request_id,
                                    now=format_time(now))
                 self._save(record, now, summary)
             if outcome.kind != "JobIds":
-                summary.not_found.extend(u for u in outcome.keys if u in answer.non_exists)
+                # NonExists names URLs as ICE saw them: decoded, or as we encoded them
+                missing = set(answer.non_exists)
+                summary.not_found.extend(u for u in outcome.keys if u in missing or quote(u, safe="") in missing)
                 continue
             # ICE lists unknown IDs in NonExists; an ID it leaves out entirely is unknown too.
             for job_id in outcome.keys:

@@ -81,6 +81,14 @@ def test_non_exists_in_either_shape_reports_untracked_and_records_tracked(ice, f
     assert fc.invoke({"UploadURLs": missing})["not_found"] == missing
 
 
+def test_a_job_id_unfit_for_a_key_is_never_written_even_from_ice(ice, fc):
+    url = "https://media.example.com/videos/odd.mp4"
+    ice.put_job("../../escape", Status="Success", UploadURL=url)
+    ice.put_job("fine0001", Status="Success", UploadURL=url)
+    summary = fc.invoke({"UploadURLs": [url]})
+    assert summary["written"] == 1 and set(fc.records()) == {"fine0001"}
+
+
 def test_unknown_upload_urls_are_reported_not_written(seeded, fc):
     summary = fc.invoke({"UploadURLs": ["https://nowhere.example/x.mp4"]})
     assert summary["not_found"] == ["https://nowhere.example/x.mp4"] and fc.records() == {}
