@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, quote, unquote
 
+from tests.emulators.loopback import LoopbackServer
+
 API_VERSION = "2020-11-09"
 SIGNATURE_ALGORITHM = "ACS3-HMAC-SHA256"
 TIMESTAMP_WINDOW_S = 15 * 60
@@ -137,14 +139,16 @@ def parse_authorization(value: Optional[str]) -> Tuple[str, str, List[str], str]
 # ------------------------------------------------------------------ the emulator
 
 
-class IceEmulator:
+class IceEmulator(LoopbackServer):
     """ICE's OpenAPI on loopback. ``with IceEmulator() as ice: ...`` or ``start()`` / ``stop()``."""
+
+    thread_name = "ice-emulator"
+    poll_interval_s = 0.01
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, nonexists_style: str = "list") -> None:
         if nonexists_style not in NONEXISTS_STYLES:
             raise ValueError(f"nonexists_style must be one of {NONEXISTS_STYLES}, not {nonexists_style!r}")
-        self.host = host
-        self._port = port
+        super().__init__(host, port)
         self.nonexists_style = nonexists_style
         self.latency_s: float = 0.0
         self._lock = threading.Lock()
@@ -153,52 +157,21 @@ class IceEmulator:
         self._calls: List[ApiCall] = []
         self._faults: List[Tuple[int, str, str]] = []
         self._nonces: Dict[str, float] = {}
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
 
-    # ---------------------------------------------------------------- lifecycle
+    # ---------------------------------------------------------------- lifecycle (LoopbackServer)
 
-    def start(self) -> IceEmulator:
-        if self._server is not None:
-            return self
+    def _make_server(self) -> _Server:
         self._stopping.clear()
         server = _Server((self.host, self._port), _Handler)
         server.emulator = self
-        self._port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"ice-emulator-{self._port}", daemon=True)
-        self._thread.start()
-        return self
+        return server
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
+    def _stopping_server(self, server: _Server) -> None:
         self._stopping.set()  # wakes handlers sleeping on latency
-        server.shutdown()
-        server.server_close()
+
+    def _stopped_server(self, server: _Server) -> None:
         server.close_connections()  # keep-alive connections would otherwise outlive the server
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> IceEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("the emulator has no port until it is started")
-        return self._port
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # ---------------------------------------------------------------- state
 

@@ -53,6 +53,8 @@ from xml.sax.saxutils import escape
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from tests.emulators.loopback import LoopbackServer
+
 S3_NAMESPACE = re.compile(rb'\s+xmlns="http://s3\.amazonaws\.com/doc/[^"]*"')  # with or without a final "/"
 FILE_ALREADY_EXISTS = "The object you specified already exists and can not be overwritten."
 
@@ -95,26 +97,23 @@ class _Fault:
             self.path_contains is None or self.path_contains in path)
 
 
-class OssMotoServer:
+class OssMotoServer(LoopbackServer):
     """``with OssMotoServer() as oss: oss.create_bucket("b"); oss2.Bucket(auth, oss.endpoint, "b")``."""
+
+    thread_name = "oss-moto"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, dialect: bool = True,
                  max_recorded: int = 10_000) -> None:
         """``dialect=False`` serves moto's S3 app bare: it shows what each conversion is for."""
-        self.host = host
-        self._port = port
+        super().__init__(host, port)
         self.dialect = dialect
         self._lock = threading.Lock()
         self._faults: List[_Fault] = []
         self._requests: Deque[OssRequest] = deque(maxlen=max_recorded)
-        self._server: Optional[BaseWSGIServer] = None
-        self._thread: Optional[threading.Thread] = None
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> OssMotoServer:
-        if self._server is not None:
-            return self
+    def _make_server(self) -> BaseWSGIServer:
         # moto is imported here, not with this module: it costs about half a second
         from moto.moto_server import werkzeug_app
 
@@ -125,38 +124,7 @@ class OssMotoServer:
         app = OssDialect(s3_app, self) if self.dialect else s3_app
         server = make_server(self.host, self._port, app, threaded=True, request_handler=handler)
         server.daemon_threads = True
-        self._port = server.server_port
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"oss-moto-{self._port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> OssMotoServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("the server has no port until it is started")
-        return self._port
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return server
 
     # ---------------------------------------------------------------- state and faults
 
