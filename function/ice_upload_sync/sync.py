@@ -13,7 +13,7 @@ from .config import Settings
 from .errors import StoreError
 from .events import SyncRequest, is_valid_job_id
 from .ice import BATCH_SIZE, BatchOutcome
-from .records import JobRecord, expire_if_stale, format_time, normalize, not_found_record
+from .records import JobRecord, expire_if_stale, format_time, map_status, normalize, not_found_record
 from .stores.base import RecordStore, Tracking
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class SyncService:
     def _check(self, job_ids: Sequence[str], upload_urls: Sequence[str], request: SyncRequest,
                now: datetime, summary: Summary, deadline: float, tracked: set) -> None:
         summary.checked += len(job_ids) + len(upload_urls)
+        claimed = {hint.job_id: hint.status for hint in request.hints if hint.job_id and hint.status}
         for outcome in self.gateway.lookup(job_ids, upload_urls, deadline=deadline):
             summary.api_calls += outcome.api_calls
             if outcome.answer is None:
@@ -115,6 +116,10 @@ class SyncService:
                 seen.add(info.job_id)
                 record = normalize(info, source=request.source, request_id=answer.request_id,
                                    now=format_time(now))
+                if info.job_id in claimed and map_status(claimed[info.job_id]) != record.state:
+                    # a callback is a hint: ICE's answer is what we record, the difference is worth a line
+                    logger.info("callback said %r for job %s, ICE answers %r (request %s): recorded ICE's",
+                                claimed[info.job_id], info.job_id, info.status, answer.request_id)
                 self._save(record, now, summary)
             if outcome.kind != "JobIds":
                 # NonExists names URLs as ICE saw them: decoded, or as we encoded them

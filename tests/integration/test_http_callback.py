@@ -25,6 +25,16 @@ def test_a_signed_callback_is_recorded_and_answered_200(seeded, secured):
     assert secured.pending() == set()
 
 
+def test_the_callback_is_a_hint_and_ice_answer_is_recorded(seeded, secured, caplog):
+    seeded.update_job(JOB["http"], Status="UPLOADING", CompleteTime="")  # the callback says Success
+    caplog.set_level("INFO")
+    assert secured.invoke(signed_http_event())["statusCode"] == 200
+    record = secured.record(JOB["http"])
+    assert (record["state"], record["ice_status"], record["final"]) == ("processing", "UPLOADING", False)
+    assert "callback said 'Success'" in caplog.text
+    assert secured.pending() == {JOB["http"]}
+
+
 def test_the_url_is_derived_from_the_trigger_event_when_not_configured(seeded, secured):
     assert secured.invoke(signed_http_event(url=CALLBACK_URL))["statusCode"] == 200
 
