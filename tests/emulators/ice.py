@@ -19,18 +19,15 @@ import argparse
 import hashlib
 import hmac
 import json
-import socket
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, quote, unquote
 
-from tests.emulators.loopback import LoopbackServer
+from tests.emulators.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 
 API_VERSION = "2020-11-09"
 SIGNATURE_ALGORITHM = "ACS3-HMAC-SHA256"
@@ -420,58 +417,13 @@ def first(headers: Dict[str, List[str]], name: str) -> Optional[str]:
 # ------------------------------------------------------------------ HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TrackingHTTPServer):
     emulator: IceEmulator
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections: Set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
 
-    def track(self, connection: socket.socket, alive: bool) -> None:
-        with self._connections_lock:
-            if alive:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections, self._connections = list(self._connections), set()
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):  # the client went away (timeouts, stop()): not worth a traceback
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(KeepAliveHandler):
     server_version = "IceEmulator/1.0"
-    sys_version = ""
-    timeout = 120  # idle keep-alive connections are dropped eventually
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, False)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
-        pass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._answer()

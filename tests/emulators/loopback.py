@@ -5,8 +5,11 @@ Subclasses build their server in ``_make_server`` and may act around shutdown in
 """
 from __future__ import annotations
 
+import socket
+import sys
 import threading
-from typing import Any, Optional
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional, Set
 
 
 class LoopbackServer:
@@ -68,3 +71,59 @@ class LoopbackServer:
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+class TrackingHTTPServer(ThreadingHTTPServer):
+    """An HTTP server that can drop its keep-alive connections on stop (clients see a reset)."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: Set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def track(self, connection: socket.socket, alive: bool) -> None:
+        with self._connections_lock:
+            if alive:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # the client went away (timeouts, stop()): not worth a traceback
+            return
+        super().handle_error(request, client_address)
+
+
+class KeepAliveHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive, as the SDKs' connection pools expect; quiet."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    sys_version = ""
+    timeout = 120  # idle keep-alive connections are dropped eventually
+    server: TrackingHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
+        pass
