@@ -61,7 +61,7 @@ def handler(event: Any, context: Any) -> Any:
         raise
     if isinstance(parsed, HttpCallback):
         return _http_callback(app, parsed, context, started)
-    summary = _run(app, parsed, context, request_deadline(_function_timeout(context)), started)
+    summary = _run(app, parsed, context, request_deadline(_remaining_s(context)), started)
     return summary
 
 
@@ -88,10 +88,10 @@ def _http_callback(app: App, request: HttpCallback, context: Any, started: float
 
 def _run(app: App, request: SyncRequest, context: Any, deadline: float, started: float) -> dict:
     summary = app.service.run(request, deadline=deadline).to_dict()
-    level = logging.ERROR if summary["failed"] else logging.INFO
+    level = logging.ERROR if summary["failed_count"] else logging.INFO
     _log({"event": "summary", "source": request.source, "sweep": request.sweep, **summary},
          context, started, level)
-    if summary["failed"]:
+    if summary["failed_count"]:
         raise SyncIncomplete(summary)  # after every other record was written: FC retries
     return summary
 
@@ -101,7 +101,14 @@ def _http_answer(status: int, body: dict) -> dict:
             "body": json.dumps(body)}
 
 
-def _function_timeout(context: Any) -> Optional[float]:
+def _remaining_s(context: Any) -> Optional[float]:
+    """Seconds this invocation has left: the context's own clock where it has one, else the timeout."""
+    remaining_ms = getattr(context, "get_remaining_time_in_ms", None)
+    if callable(remaining_ms):
+        try:
+            return float(remaining_ms()) / 1000
+        except (TypeError, ValueError):
+            pass
     timeout = getattr(getattr(context, "function", None), "timeout", None)
     try:
         return float(timeout) if timeout else None

@@ -37,6 +37,9 @@ class Settings:
     max_track_age_hours: float = 72.0
     ice_max_qps: float = 50.0
     ice_concurrency: int = 8
+    # A sweep stops taking new jobs after this many seconds (None: the invocation's own
+    # time); the rest wait for the next run, which resumes where this one stopped.
+    sweep_budget_s: Optional[float] = None
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -63,6 +66,7 @@ class Settings:
             max_track_age_hours=_number(env, "MAX_TRACK_AGE_HOURS", cls.max_track_age_hours, float, 0.0001),
             ice_max_qps=_number(env, "ICE_MAX_QPS", cls.ice_max_qps, float, 0.1),
             ice_concurrency=_number(env, "ICE_CONCURRENCY", cls.ice_concurrency, int, 1),
+            sweep_budget_s=_number(env, "SWEEP_BUDGET_S", cls.sweep_budget_s, float, 0.1),
         )
 
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -35,6 +36,45 @@ class CallbackHint:
     status: Optional[str]
 
 
+MAX_SHARDS = 1024
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: the jobs whose CRC-32 of ``job_id`` mod ``count`` is ``index``.
+
+    CRC-32 and not ``hash()``: every FC instance, every Python must agree (``hash`` is salted).
+    """
+
+    index: int
+    count: int
+
+    def __contains__(self, job_id: str) -> bool:
+        return shard_of(job_id, self.count) == self.index
+
+    @property
+    def cursor_name(self) -> str:
+        return f"sweep-{self.index}-of-{self.count}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of(job_id: str, count: int) -> int:
+    return zlib.crc32(job_id.encode("utf-8")) % count
+
+
+def parse_shard(value: Any) -> Shard:
+    """``"i/K"`` with 0 <= i < K <= 1024."""
+    match = re.fullmatch(r"\s*(\d{1,4})\s*/\s*(\d{1,4})\s*", value) if isinstance(value, str) else None
+    if match is None:
+        raise BadRequest(f"Shard must be a string \"i/K\" such as \"0/4\", got {str(value)[:40]!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 1 <= count <= MAX_SHARDS or index >= count:
+        raise BadRequest(f"Shard {index}/{count} is out of range: need 0 <= i < K <= {MAX_SHARDS}")
+    return Shard(index, count)
+
+
 @dataclass(frozen=True)
 class SyncRequest:
     """What to check, whatever the trigger."""
@@ -43,6 +83,7 @@ class SyncRequest:
     job_ids: Tuple[str, ...] = ()
     upload_urls: Tuple[str, ...] = ()
     sweep: bool = False  # check every tracked job that is not final
+    shard: Optional[Shard] = None  # a sweep of only this shard's jobs
     # ICE itself told us these jobs exist (a callback, a forwarded UploadMediaByURL
     # answer): record them as tracked before the lookup, so nothing is lost.
     track: bool = False
@@ -132,16 +173,26 @@ def _parse_timer(data: Mapping[str, Any]) -> SyncRequest:
         try:
             payload = json.loads(payload)
         except ValueError:
-            raise BadRequest("timer payload must be empty or a JSON object with JobIds / UploadURLs") from None
+            raise BadRequest("timer payload must be empty or a JSON object with JobIds / UploadURLs / Shard") from None
     if not isinstance(payload, dict):
-        raise BadRequest("timer payload must be empty or a JSON object with JobIds / UploadURLs")
+        raise BadRequest("timer payload must be empty or a JSON object with JobIds / UploadURLs / Shard")
     if not payload:
         return SyncRequest(source="timer", sweep=True)
     return parse_direct(payload, source="timer")
 
 
+def _parse_shard_sweep(data: Mapping[str, Any], source: str) -> SyncRequest:
+    """``{"Shard": "i/K"}``: a sweep of one shard (K timers, or an async fan-out invocation)."""
+    others = sorted(str(key) for key in data if key != "Shard")
+    if others:
+        raise BadRequest("Shard selects part of a sweep and takes no other keys; got also " + ", ".join(others[:10]))
+    return SyncRequest(source=source, sweep=True, shard=parse_shard(data["Shard"]))
+
+
 def parse_direct(data: Mapping[str, Any], *, source: str) -> SyncRequest:
     """``{"JobIds"}``, ``{"UploadURLs"}`` or a forwarded ``UploadMediaByURL`` answer."""
+    if "Shard" in data:
+        return _parse_shard_sweep(data, source)
     if isinstance(data.get("body"), dict) and "UploadJobs" in data["body"]:
         data = data["body"]  # the SDK's response.to_map() shape: {"headers", "statusCode", "body"}
     known = {"JobIds", "UploadURLs", "UploadJobs", "RequestId"}

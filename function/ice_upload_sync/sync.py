@@ -1,22 +1,36 @@
-"""The use case: request -> look up in ICE -> normalize -> merge -> write -> summary."""
+"""The use case: request -> look up in ICE -> normalize -> merge -> write -> summary.
+
+A sweep is a pipeline with bounded memory: the store lists pending jobs in ascending
+order, page by page; batches of 10 go to ICE with ``ICE_CONCURRENCY`` calls in flight
+(the gateway's token bucket paces them); each answer is merged and written by a pool of
+the same size (or by the store's ``save_many``). At most a few dozen batches are held at
+any moment, whatever the backlog. A sweep resumes after the store's cursor, wraps around
+to the start, and stops taking new batches at its time budget, leaving the cursor where
+it stopped: a backlog larger than one invocation is worked through over several runs.
+"""
 from __future__ import annotations
 
 import itertools
 import logging
 import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Set, Tuple, Union
 from urllib.parse import quote
 
 from .config import Settings
 from .errors import StoreError
-from .events import SyncRequest, is_valid_job_id
+from .events import Shard, SyncRequest, is_valid_job_id
 from .ice import BATCH_SIZE, BatchOutcome
-from .records import JobRecord, expire_if_stale, format_time, map_status, normalize, not_found_record
+from .records import JobRecord, MergeResult, expire_if_stale, format_time, map_status, normalize, not_found_record
 from .stores.base import RecordStore, Tracking
 
 logger = logging.getLogger(__name__)
+
+LIST_CAP = 100  # job IDs listed per kind in the answer; the *_count fields give the totals
+SWEEP_CURSOR = "sweep"
 
 
 class Gateway(Protocol):
@@ -26,7 +40,11 @@ class Gateway(Protocol):
 
 @dataclass
 class Summary:
-    """The handler's answer (contract section 6) plus a few counters that explain it."""
+    """The handler's answer (contract section 6) plus a few counters that explain it.
+
+    ``not_found``, ``failed`` and ``deferred`` list at most ``LIST_CAP`` job IDs each
+    (a sweep of 100,000 jobs must not answer megabytes); ``*_count`` are the totals.
+    """
 
     checked: int = 0
     written: int = 0
@@ -38,7 +56,27 @@ class Summary:
     expired: int = 0
     deferred: List[str] = field(default_factory=list)  # tracked, left for the next sweep
     ignored: List[str] = field(default_factory=list)  # callback messages not about URL uploads
-    complete: bool = True  # False when a sweep stopped at its deadline
+    complete: bool = True  # False when a sweep stopped at its budget or deadline
+    not_found_count: int = 0
+    failed_count: int = 0
+    deferred_count: int = 0
+    cursor: Optional[str] = None  # where an unfinished sweep stopped; the next one resumes after it
+    shard: Optional[str] = None  # "i/K" for a sharded sweep
+
+    def add_failed(self, job_id: str) -> None:
+        self.failed_count += 1
+        if len(self.failed) < LIST_CAP:
+            self.failed.append(job_id)
+
+    def add_not_found(self, job_id: str) -> None:
+        self.not_found_count += 1
+        if len(self.not_found) < LIST_CAP:
+            self.not_found.append(job_id)
+
+    def add_deferred(self, job_id: str) -> None:
+        self.deferred_count += 1
+        if len(self.deferred) < LIST_CAP:
+            self.deferred.append(job_id)
 
     def to_dict(self) -> dict:
         return {
@@ -46,7 +84,20 @@ class Summary:
             "not_found": self.not_found, "failed": self.failed, "api_calls": self.api_calls,
             "tracked": self.tracked, "expired": self.expired, "deferred": self.deferred,
             "ignored": self.ignored, "complete": self.complete,
+            "not_found_count": self.not_found_count, "failed_count": self.failed_count,
+            "deferred_count": self.deferred_count, "cursor": self.cursor, "shard": self.shard,
         }
+
+
+@dataclass
+class _Report:
+    """What writing one batch did; built on a writer thread, added to the summary on the caller's."""
+
+    written: int = 0
+    unchanged: int = 0
+    expired: int = 0
+    failed: List[str] = field(default_factory=list)
+    not_found: List[str] = field(default_factory=list)
 
 
 class SyncService:
@@ -57,6 +108,7 @@ class SyncService:
         self.settings = settings
         self.clock = clock
         self.max_age = timedelta(hours=settings.max_track_age_hours)
+        self.concurrency = max(1, settings.ice_concurrency)
 
     def run(self, request: SyncRequest, *, deadline: float) -> Summary:
         """Check every job the request names (or every pending job for a sweep).
@@ -65,67 +117,163 @@ class SyncService:
         up in time are ``deferred`` (the sweep finishes them); anything that should have
         been written and was not is in ``failed``, and the caller raises.
         """
-        summary = Summary(ignored=list(request.ignored))
+        started = time.monotonic()
+        summary = Summary(ignored=list(request.ignored), shard=str(request.shard) if request.shard else None)
         now = self.clock()
-        tracked_ids = set()
-        if request.track:
-            tracked_ids = self._track(request, now, summary)
-        if request.sweep:
-            for chunk in _chunks(self.store.pending_job_ids(), BATCH_SIZE * self.settings.ice_concurrency * 4):
-                if time.monotonic() >= deadline:
-                    summary.complete = False  # the rest stay pending for the next run
-                    break
-                self._check(chunk, (), request, now, summary, deadline, tracked=set(chunk))
-        else:
-            job_ids = [j for j in request.job_ids if j not in summary.failed]
-            self._check(job_ids, request.upload_urls, request, now, summary, deadline, tracked=tracked_ids)
+        with _Writer(self.concurrency, summary) as writer:
+            tracked_ids: Set[str] = set()
+            untracked: Set[str] = set()
+            if request.track:
+                tracked_ids, untracked = self._track(request, now, summary, writer)
+            if request.sweep:
+                self._sweep(request, now, summary, deadline, started, writer)
+            else:
+                job_ids = [j for j in request.job_ids if j not in untracked]
+                self._check(job_ids, request.upload_urls, request, now, summary, deadline, tracked_ids, writer)
         return summary
 
     # -- steps --------------------------------------------------------------------
 
-    def _track(self, request: SyncRequest, now: datetime, summary: Summary) -> set:
+    def _track(self, request: SyncRequest, now: datetime, summary: Summary,
+               writer: _Writer) -> Tuple[Set[str], Set[str]]:
         """ICE told us these jobs exist: record them as tracked before asking about them."""
-        tracked = set()
-        for job_id in request.job_ids:
+        def track(job_id: str) -> Union[bool, StoreError]:
             try:
-                if self.store.track(Tracking(job_id, format_time(now), request.source)):
-                    summary.tracked += 1
-                tracked.add(job_id)
+                return self.store.track(Tracking(job_id, format_time(now), request.source))
             except StoreError as exc:
-                logger.error("cannot track job %s: %s", job_id, exc)
-                summary.failed.append(job_id)
-        return tracked
+                return exc
+
+        tracked, failed = set(), set()
+        for job_id, outcome in zip(request.job_ids, writer.map(track, request.job_ids)):
+            if isinstance(outcome, StoreError):
+                logger.error("cannot track job %s: %s", job_id, outcome)
+                summary.add_failed(job_id)
+                failed.add(job_id)
+                continue
+            summary.tracked += bool(outcome)
+            tracked.add(job_id)
+        return tracked, failed
+
+    def _sweep(self, request: SyncRequest, now: datetime, summary: Summary, deadline: float, started: float,
+               writer: _Writer) -> None:
+        """Every pending job (of the shard), from after the cursor round to it, until the budget."""
+        cursor_name = request.shard.cursor_name if request.shard else SWEEP_CURSOR
+        load_cursor = _capability(self.store, "load_cursor")
+        save_cursor = _capability(self.store, "save_cursor")
+        cursor: Optional[str] = None
+        if load_cursor is not None and save_cursor is not None:
+            try:
+                cursor = load_cursor(cursor_name)
+            except StoreError as exc:  # start from the beginning: slower to be fair, never wrong
+                logger.warning("cannot read the sweep cursor %s: %s", cursor_name, exc)
+        keys = _Listing(_wrapped(self.store, cursor), request.shard)
+        stop_at = self._stop_submitting_at(started, deadline)
+        batches: Dict[int, Tuple[str, bool]] = {}  # batch number -> (last key, checked)
+        for number, outcome in self._pipelined(keys, deadline=deadline, stop_at=stop_at):
+            summary.checked += len(outcome.keys)
+            out_of_time = outcome.answer is None and outcome.error is not None and outcome.error.code == "Deadline"
+            batches[number] = (outcome.keys[-1], not out_of_time)
+            self._settle(outcome, request, now, summary, set(outcome.keys), writer)
+        writer.drain()
+        stopped_at = _contiguous_end(batches)
+        summary.complete = keys.exhausted and all(checked for _, checked in batches.values())
+        if save_cursor is None:
+            return
+        # Finished: forget the cursor (the next sweep starts at the top). Stopped: the last
+        # job of the unbroken run of checked batches, so nothing before it is skipped.
+        new_cursor = None if summary.complete else (stopped_at or cursor)
+        summary.cursor = new_cursor
+        if new_cursor == cursor:
+            return
+        try:
+            save_cursor(cursor_name, new_cursor)
+        except StoreError as exc:  # the next sweep repeats some jobs: costly, not wrong
+            logger.warning("cannot save the sweep cursor %s: %s", cursor_name, exc)
+
+    def _stop_submitting_at(self, started: float, deadline: float) -> float:
+        """Stop taking new batches a little before the deadline, so the calls in flight finish."""
+        margin = min(2.0, 0.2 * max(0.0, deadline - started))
+        stop_at = deadline - margin
+        if self.settings.sweep_budget_s is not None:
+            stop_at = min(stop_at, started + self.settings.sweep_budget_s)
+        return stop_at
+
+    def _pipelined(self, keys: Iterator[str], *, deadline: float,
+                   stop_at: float) -> Iterator[Tuple[int, BatchOutcome]]:
+        """(batch number, outcome) in the order the batches finish, ``ICE_CONCURRENCY`` in flight.
+
+        Batches are read from ``keys`` only while fewer than twice that many are waiting,
+        so a listing of any length is held a window at a time; none starts after ``stop_at``.
+        """
+        window = 2 * self.concurrency
+
+        def one(batch: Tuple[str, ...]) -> List[BatchOutcome]:
+            return list(self.gateway.lookup(batch, (), deadline=deadline))
+
+        in_flight: Dict[Future, int] = {}
+        numbers = itertools.count()
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ice") as pool:
+            try:
+                while True:
+                    while len(in_flight) < window and time.monotonic() < stop_at:
+                        batch = tuple(itertools.islice(keys, BATCH_SIZE))
+                        if not batch:
+                            break
+                        in_flight[pool.submit(one, batch)] = next(numbers)
+                    if not in_flight:
+                        return
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in sorted(done, key=in_flight.__getitem__):
+                        number = in_flight.pop(future)
+                        for outcome in future.result():
+                            yield number, outcome
+            finally:
+                for future in in_flight:
+                    future.cancel()
 
     def _check(self, job_ids: Sequence[str], upload_urls: Sequence[str], request: SyncRequest,
-               now: datetime, summary: Summary, deadline: float, tracked: set) -> None:
+               now: datetime, summary: Summary, deadline: float, tracked: Set[str], writer: _Writer) -> None:
         summary.checked += len(job_ids) + len(upload_urls)
-        claimed = {hint.job_id: hint.status for hint in request.hints if hint.job_id and hint.status}
         for outcome in self.gateway.lookup(job_ids, upload_urls, deadline=deadline):
-            summary.api_calls += outcome.api_calls
-            if outcome.answer is None:
-                self._lookup_failed(outcome, request, summary, tracked)
+            self._settle(outcome, request, now, summary, tracked, writer)
+
+    def _settle(self, outcome: BatchOutcome, request: SyncRequest, now: datetime, summary: Summary,
+                tracked: Set[str], writer: _Writer) -> None:
+        summary.api_calls += outcome.api_calls
+        if outcome.answer is None:
+            self._lookup_failed(outcome, request, summary, tracked)
+            return
+        if outcome.kind != "JobIds":
+            # NonExists names URLs as ICE saw them: decoded, or as we encoded them
+            missing = set(outcome.answer.non_exists)
+            for url in outcome.keys:
+                if url in missing or quote(url, safe="") in missing:
+                    summary.add_not_found(url)
+        writer.submit(self._write_answer, outcome, request, now, tracked)
+
+    def _write_answer(self, outcome: BatchOutcome, request: SyncRequest, now: datetime,
+                      tracked: Set[str]) -> _Report:
+        """One batch's answer -> records -> the store. Runs on a writer thread."""
+        report = _Report()
+        answer = outcome.answer
+        assert answer is not None
+        claimed = {hint.job_id: hint.status for hint in request.hints if hint.job_id and hint.status}
+        records: List[JobRecord] = []
+        seen = set()
+        for info in answer.infos:
+            if not is_valid_job_id(info.job_id):
+                # it becomes a file name and a key: never trust it blindly, even from ICE
+                logger.warning("ICE answered an upload with JobId %r, not a job ID we can record "
+                               "(request %s)", info.job_id[:80], answer.request_id)
                 continue
-            answer = outcome.answer
-            seen = set()
-            for info in answer.infos:
-                if not is_valid_job_id(info.job_id):
-                    # it becomes a file name and a key: never trust it blindly, even from ICE
-                    logger.warning("ICE answered an upload with JobId %r, not a job ID we can record "
-                                   "(request %s)", info.job_id[:80], answer.request_id)
-                    continue
-                seen.add(info.job_id)
-                record = normalize(info, source=request.source, request_id=answer.request_id,
-                                   now=format_time(now))
-                if info.job_id in claimed and map_status(claimed[info.job_id]) != record.state:
-                    # a callback is a hint: ICE's answer is what we record, the difference is worth a line
-                    logger.info("callback said %r for job %s, ICE answers %r (request %s): recorded ICE's",
-                                claimed[info.job_id], info.job_id, info.status, answer.request_id)
-                self._save(record, now, summary)
-            if outcome.kind != "JobIds":
-                # NonExists names URLs as ICE saw them: decoded, or as we encoded them
-                missing = set(answer.non_exists)
-                summary.not_found.extend(u for u in outcome.keys if u in missing or quote(u, safe="") in missing)
-                continue
+            seen.add(info.job_id)
+            record = normalize(info, source=request.source, request_id=answer.request_id, now=format_time(now))
+            if info.job_id in claimed and map_status(claimed[info.job_id]) != record.state:
+                # a callback is a hint: ICE's answer is what we record, the difference is worth a line
+                logger.info("callback said %r for job %s, ICE answers %r (request %s): recorded ICE's",
+                            claimed[info.job_id], info.job_id, info.status, answer.request_id)
+            records.append(record)
+        if outcome.kind == "JobIds":
             # ICE lists unknown IDs in NonExists; an ID it leaves out entirely is unknown too.
             for job_id in outcome.keys:
                 if job_id in seen:
@@ -134,17 +282,62 @@ class SyncService:
                     known = job_id in tracked or self._is_tracked(job_id)
                 except StoreError as exc:
                     logger.error("cannot tell whether job %s is tracked: %s", job_id, exc)
-                    summary.failed.append(job_id)
+                    report.failed.append(job_id)
                     continue
                 if known:
-                    record = not_found_record(job_id, source=request.source,
-                                              request_id=answer.request_id, now=format_time(now))
-                    self._save(record, now, summary)
+                    records.append(not_found_record(job_id, source=request.source,
+                                                    request_id=answer.request_id, now=format_time(now)))
                 else:
-                    summary.not_found.append(job_id)  # nobody tracked it: reported, never written
+                    report.not_found.append(job_id)  # nobody tracked it: reported, never written
+        self._save_all(records, now, report)
+        return report
+
+    def _save_all(self, records: List[JobRecord], now: datetime, report: _Report) -> None:
+        ready: List[JobRecord] = []
+        for record in records:
+            try:
+                record = self._expire_if_stale(record, now)
+            except StoreError as exc:
+                logger.error("cannot record job %s: %s", record.job_id, exc)
+                report.failed.append(record.job_id)
+                continue
+            report.expired += record.state == "expired"
+            ready.append(record)
+        save_many = _capability(self.store, "save_many")
+        results: Sequence[Union[MergeResult, StoreError]]
+        if save_many is not None and ready:
+            try:
+                results = save_many(ready)
+            except StoreError as exc:  # the whole call failed: every record of it did
+                results = [exc] * len(ready)
+        else:
+            results = [self._save_one(record) for record in ready]
+        for record, result in zip(ready, results):
+            if isinstance(result, StoreError):
+                logger.error("cannot record job %s: %s", record.job_id, result)
+                report.failed.append(record.job_id)
+            elif result.changed:
+                report.written += 1
+            else:
+                report.unchanged += 1
+
+    def _save_one(self, record: JobRecord) -> Union[MergeResult, StoreError]:
+        try:
+            return self.store.save(record)
+        except StoreError as exc:
+            return exc
+
+    def _expire_if_stale(self, record: JobRecord, now: datetime) -> JobRecord:
+        if record.final:
+            return record
+        tracked_since = None
+        if record.created_at is None:
+            marker = self.store.tracking(record.job_id)
+            tracked_since = marker.first_seen_at if marker else None
+        return expire_if_stale(record, tracked_since=tracked_since, now=now, max_age=self.max_age)
 
     def _lookup_failed(self, outcome: BatchOutcome, request: SyncRequest, summary: Summary,
-                       tracked: set) -> None:
+                       tracked: Set[str]) -> None:
         error = outcome.error
         transient = error is not None and error.retryable
         for key in outcome.keys:
@@ -153,42 +346,111 @@ class SyncService:
             # 5xx, timeout, out of time), and on the callback path whatever ICE did:
             # ICE must get its answer in time.
             if is_tracked and (transient or request.source == "callback"):
-                summary.deferred.append(key)
+                summary.add_deferred(key)
             else:
-                summary.failed.append(key)
+                summary.add_failed(key)
         logger.warning("GetUrlUploadInfos failed for %d %s: %s", len(outcome.keys), outcome.kind, error)
-
-    def _save(self, record: JobRecord, now: datetime, summary: Summary) -> None:
-        try:
-            if not record.final:
-                tracked_since = None
-                if record.created_at is None:
-                    marker = self.store.tracking(record.job_id)
-                    tracked_since = marker.first_seen_at if marker else None
-                record = expire_if_stale(record, tracked_since=tracked_since, now=now, max_age=self.max_age)
-                if record.state == "expired":
-                    summary.expired += 1
-            result = self.store.save(record)
-        except StoreError as exc:
-            logger.error("cannot record job %s: %s", record.job_id, exc)
-            summary.failed.append(record.job_id)
-            return
-        if result.changed:
-            summary.written += 1
-        else:
-            summary.unchanged += 1
 
     def _is_tracked(self, job_id: str) -> bool:
         return self.store.tracking(job_id) is not None or self.store.load(job_id) is not None
 
 
-def _chunks(items: Iterable[str], size: int) -> Iterator[Tuple[str, ...]]:
-    iterator = iter(items)
-    while True:
-        chunk = tuple(itertools.islice(iterator, size))
-        if not chunk:
-            return
-        yield chunk
+class _Writer:
+    """A bounded pool for store writes; reports are added to the summary on the caller's thread.
+
+    At most ``4 x size`` batches wait to be written: when ICE answers faster than the store
+    writes, the sweep waits here instead of piling answers up in memory.
+    """
+
+    def __init__(self, size: int, summary: Summary) -> None:
+        self.size = size
+        self.summary = summary
+        self.max_waiting = 4 * size
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="store")
+        self._waiting: Deque[Future] = deque()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if exc_info[0] is None:
+                self.drain()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def map(self, fn: Callable[[str], Any], items: Iterable[str]) -> Iterator[Any]:
+        return self._pool.map(fn, items)
+
+    def submit(self, fn: Callable[..., _Report], *args: Any) -> None:
+        self._waiting.append(self._pool.submit(fn, *args))
+        while self._waiting and (self._waiting[0].done() or len(self._waiting) > self.max_waiting):
+            self._add(self._waiting.popleft().result())
+
+    def drain(self) -> None:
+        while self._waiting:
+            self._add(self._waiting.popleft().result())
+
+    def _add(self, report: _Report) -> None:
+        summary = self.summary
+        summary.written += report.written
+        summary.unchanged += report.unchanged
+        summary.expired += report.expired
+        for job_id in report.failed:
+            summary.add_failed(job_id)
+        for job_id in report.not_found:
+            summary.add_not_found(job_id)
+
+
+class _Listing:
+    """The sweep's job IDs, filtered to one shard; ``exhausted`` once the listing ran out."""
+
+    def __init__(self, job_ids: Iterator[str], shard: Optional[Shard]) -> None:
+        self._job_ids = job_ids
+        self._shard = shard
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        for job_id in self._job_ids:
+            if self._shard is None or job_id in self._shard:
+                return job_id
+        self.exhausted = True
+        raise StopIteration
+
+
+def _wrapped(store: RecordStore, cursor: Optional[str]) -> Iterator[str]:
+    """Pending jobs after ``cursor``, then from the start up to and including it."""
+    if cursor is None:
+        yield from store.pending_job_ids()
+        return
+    try:
+        after = store.pending_job_ids(after=cursor)  # type: ignore[call-arg]
+    except TypeError:  # a store without ``after``: skip the first part ourselves
+        after = (job_id for job_id in store.pending_job_ids() if job_id > cursor)
+    yield from after
+    yield from itertools.takewhile(lambda job_id: job_id <= cursor, store.pending_job_ids())
+
+
+def _contiguous_end(batches: Dict[int, Tuple[str, bool]]) -> Optional[str]:
+    """The last key of the unbroken run of checked batches from the first one."""
+    last = None
+    for number in itertools.count():
+        entry = batches.get(number)
+        if entry is None or not entry[1]:
+            return last
+        last = entry[0]
+    return last  # pragma: no cover
+
+
+def _capability(store: Any, name: str) -> Optional[Callable[..., Any]]:
+    """An optional store method, or None; the protocol's own placeholder does not count."""
+    method = getattr(store, name, None)
+    if method is None or getattr(type(store), name, None) is getattr(RecordStore, name, None):
+        return None
+    return method
 
 
 def request_deadline(remaining_s: Optional[float], default_s: float = 60.0) -> float:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, Iterator, List, Optional, Protocol, Sequence, Union
 
+from ..errors import StoreError
 from ..records import JobRecord, MergeResult
 
 
@@ -51,5 +52,29 @@ class RecordStore(Protocol):
 
     def tracking(self, job_id: str) -> Optional[Tracking]: ...
 
-    def pending_job_ids(self) -> Iterator[str]:
-        """Every tracked, non-final job, streamed (never the whole listing at once)."""
+    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
+        """Every tracked, non-final job, streamed page by page, in ascending ``job_id`` order.
+
+        With ``after``, only the jobs whose ID sorts strictly after it: the sweep resumes
+        there (its cursor) and then wraps around to the start.
+        """
+
+    # -- optional capabilities: SyncService looks for them with ``getattr`` ---------
+
+    def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
+        """Optional. ``save`` for many records at once (Tablestore: BatchWriteRow).
+
+        One result per record, in the same order: its ``MergeResult``, or the ``StoreError``
+        that kept it from being written (the others are still written). A store without it
+        is written with a bounded thread pool over ``save`` (about ``ICE_CONCURRENCY``).
+        """
+
+    def load_cursor(self, name: str) -> Optional[str]:
+        """Optional. The last job ID the sweep called ``name`` checked, or None.
+
+        Names are ``sweep`` or ``sweep-<i>-of-<K>`` for a shard. A store without cursors
+        is swept from the start every time.
+        """
+
+    def save_cursor(self, name: str, value: Optional[str]) -> None:
+        """Optional. Remember where the sweep ``name`` stopped; None forgets it (start over)."""

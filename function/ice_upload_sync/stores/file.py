@@ -34,6 +34,7 @@ class FileStore:
         self.jobs_dir = os.path.join(self.root, "jobs")
         self.pending_dir = os.path.join(self.root, "pending")
         self.locks_dir = os.path.join(self.root, ".locks")
+        self.cursors_dir = os.path.join(self.root, "cursors")
         self._thread_locks = [threading.Lock() for _ in range(_STRIPES)]
         try:
             for folder in (self.jobs_dir, self.pending_dir, self.locks_dir):
@@ -128,6 +129,13 @@ class FileStore:
 
     def save(self, fresh: JobRecord) -> MergeResult:
         job_id = fresh.job_id
+        # The sweep's usual case, an answer that changes nothing, needs no lock: records and
+        # markers are replaced by rename, so what we read is whole, and doing nothing is right.
+        stored = self.load(job_id)
+        marker = self.tracking(job_id)
+        result = merge(stored, fresh, tracked_since=marker.first_seen_at if marker else None)
+        if not result.changed and result.record.final == (marker is None):
+            return result
         with self._locked(job_id):
             stored = self.load(job_id)
             marker = self.tracking(job_id)
@@ -148,11 +156,45 @@ class FileStore:
                     raise StoreError(f"file store {self.root}: cannot untrack {job_id}: {exc.strerror}") from None
             return result
 
-    def pending_job_ids(self) -> Iterator[str]:
+    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
+        """Ascending order, like OSS. A folder lists unordered, so its names are sorted in
+        memory (about 70 bytes a job: 7 MB for 100,000 pending jobs)."""
         try:
             with os.scandir(self.pending_dir) as entries:
-                for entry in entries:
-                    if not entry.name.startswith(".") and entry.is_file():
-                        yield entry.name
+                names = [entry.name for entry in entries
+                         if not entry.name.startswith(".") and (after is None or entry.name > after)]
         except OSError as exc:
             raise StoreError(f"file store {self.root}: cannot list pending jobs: {exc.strerror}") from None
+        names.sort()
+        yield from names
+
+    def load_cursor(self, name: str) -> Optional[str]:
+        """Where the sweep ``name`` stopped: the file ``<root>/cursors/<name>``."""
+        try:
+            raw = self._read(self._cursor_path(name))
+        except OSError as exc:
+            raise StoreError(f"file store {self.root}: cannot read the sweep cursor {name}: {exc.strerror}") from None
+        value = (raw or b"").decode("utf-8", errors="replace").strip()
+        return value or None
+
+    def save_cursor(self, name: str, value: Optional[str]) -> None:
+        path = self._cursor_path(name)
+        if value is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"file store {self.root}: cannot reset the sweep cursor {name}: "
+                                 f"{exc.strerror}") from None
+            return
+        try:
+            os.makedirs(self.cursors_dir, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"file store {self.root}: cannot create folders: {exc.strerror}") from None
+        self._write_atomic(path, value.encode("utf-8"))
+
+    def _cursor_path(self, name: str) -> str:
+        if not name or "/" in name or name.startswith("."):
+            raise StoreError(f"file store {self.root}: {name!r} is not a cursor name")
+        return os.path.join(self.cursors_dir, name)

@@ -164,6 +164,9 @@ class OssStore:
     def _marker_key(self, job_id: str) -> str:
         return f"{self._base}pending/{job_id}"
 
+    def _cursor_key(self, name: str) -> str:
+        return f"{self._base}cursors/{name}"
+
     def _lock_key(self, job_id: str) -> str:
         return f"{self._base}locks/{job_id}"
 
@@ -229,17 +232,36 @@ class OssStore:
                 self._ensure_marker(record, fresh.source)
             return result
 
-    def pending_job_ids(self) -> Iterator[str]:
+    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
+        """Ascending key order (OSS lists lexically); ``after`` becomes the listing's ``start-after``."""
         prefix = self._marker_key("")
         bucket = self._current_bucket()
+        start_after = self._marker_key(after) if after else ""
         try:
             # one page (up to page_size keys) in memory at a time; 5xx pages are retried by oss2
-            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, max_keys=self.page_size):
+            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, start_after=start_after,
+                                              max_keys=self.page_size):
                 name = info.key[len(prefix):]
                 if name and "/" not in name:
                     yield name
         except (OssError, requests.RequestException) as exc:
             raise self._error(exc, "list pending jobs") from None
+
+    def load_cursor(self, name: str) -> Optional[str]:
+        """Where the sweep ``name`` stopped: the object ``<prefix>/cursors/<name>``."""
+        found = self._get(self._cursor_key(name), f"read the sweep cursor {name}")
+        if found is None:
+            return None
+        value = found[0].decode("utf-8", errors="replace").strip()
+        return value or None
+
+    def save_cursor(self, name: str, value: Optional[str]) -> None:
+        key = self._cursor_key(name)
+        if value is None:
+            self._delete(key, f"reset the sweep cursor {name}")
+            return
+        self._call(f"save the sweep cursor {name}",
+                   lambda bucket: bucket.put_object(key, value.encode("utf-8"), headers={"Content-Type": "text/plain"}))
 
     # -- markers and records ------------------------------------------------------
 
