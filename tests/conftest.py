@@ -1,7 +1,8 @@
 """Shared fixtures: the ICE emulator on loopback, the record store (a temp dir or OSS on moto), an FC driver.
 
-``fc`` runs every test that uses it twice: against the file store and against the OSS
-store (the official oss2 SDK to moto's S3 server speaking OSS's dialect).
+``fc`` runs every test that uses it three times: against the file store, the OSS store
+(the official oss2 SDK to moto's S3 server speaking OSS's dialect) and the Tablestore
+store (the official tablestore SDK to the local Tablestore server).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ice_upload_sync.stores import RecordStore, open_store
 
 from tests.emulators.ice import IceEmulator
 from tests.emulators.oss_moto import OssMotoServer
+from tests.emulators.tablestore import TablestoreServer
 from tests.scenario import seed_jobs
 
 ACCESS_KEY_ID = "LTAI-test-key-id"
@@ -122,6 +124,50 @@ class OssView:
         return []  # an OSS put is atomic: there are no temporary objects
 
 
+class TablestoreView:
+    """What the Tablestore store holds, read straight from the local server's tables."""
+
+    kind = "tablestore"
+    FIELDS = ("schema_version", "job_id", "upload_url", "media_id", "state", "ice_status", "final", "file_size",
+              "created_at", "completed_at", "error_code", "error_message", "user_data", "source",
+              "ice_request_id", "first_seen_at", "updated_at")
+
+    def __init__(self, server: TablestoreServer, table: str) -> None:
+        self.server = server
+        self.table = table
+        self.pending_table = f"{table}_pending"
+
+    def job_ids(self) -> List[str]:
+        with self.server._lock:
+            return [pk[0][1] for pk, _columns in self.server._tables[self.table].rows.values()]
+
+    def record(self, job_id: str) -> Optional[dict]:
+        columns = self.server.row(self.table, [("job_id", job_id)])
+        if columns is None:
+            return None
+        data = {name: columns.get(name) for name in self.FIELDS}
+        data["job_id"] = job_id
+        if data["user_data"] is not None:
+            data["user_data"] = json.loads(data["user_data"])
+        return data
+
+    def marker(self, job_id: str) -> Optional[dict]:
+        columns = self.server.row(self.pending_table, [("job_id", job_id)])
+        return None if columns is None else {"job_id": job_id, **columns}
+
+    def rewrite_marker(self, job_id: str, **fields: Any) -> None:
+        self.server.set_columns(self.pending_table, [("job_id", job_id)], **fields)
+
+    def make_unwritable(self, job_id: str) -> None:
+        self.server.deny_writes(self.table, [("job_id", job_id)])
+
+    def temp_files(self) -> List[Path]:
+        return []  # a row write is atomic
+
+    def add_access_key(self, key_id: str, secret: str, token: Optional[str]) -> None:
+        self.server.add_access_key(key_id, secret, security_token=token)
+
+
 class Fc:
     """Invokes the deployed handler the way FC does (bytes in, a fresh instance per test).
 
@@ -129,7 +175,7 @@ class Fc:
     whichever it is; the few helpers below it stand in for poking at files directly.
     """
 
-    def __init__(self, view: Union[FileView, OssView], store: RecordStore, monkeypatch) -> None:
+    def __init__(self, view: Union[FileView, OssView, TablestoreView], store: RecordStore, monkeypatch) -> None:
         import index
 
         self.index = index
@@ -178,6 +224,12 @@ class Fc:
     def temp_files(self) -> list:
         return self.view.temp_files()
 
+    def add_access_key(self, key_id: str, secret: str, token: Optional[str] = None) -> None:
+        """Make a new key valid for the store, where the store checks keys (Tablestore's server does)."""
+        add = getattr(self.view, "add_access_key", None)
+        if add is not None:
+            add(key_id, secret, token)
+
 
 @pytest.fixture(scope="session")
 def oss_server():
@@ -186,11 +238,25 @@ def oss_server():
         yield server
 
 
-@pytest.fixture(params=["file", "oss"])
+TABLESTORE_INSTANCE = "test-instance"
+
+
+@pytest.fixture(scope="session")
+def tablestore_server():
+    """One local Tablestore server per session; a table pair per test."""
+    server = TablestoreServer(instance=TABLESTORE_INSTANCE)
+    server.add_access_key(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
+    server.add_access_key(STS_KEY_ID, STS_SECRET, security_token=STS_TOKEN)
+    with server:
+        yield server
+
+
+@pytest.fixture(params=["file", "oss", "tablestore"])
 def fc(request, ice, tmp_path, monkeypatch):
-    """The handler against the ICE emulator, recording in the file store or in OSS (moto)."""
+    """The handler against the ICE emulator, recording in the file store, OSS (moto) or Tablestore."""
     for name in ("ALIBABA_CLOUD_SECURITY_TOKEN", "CALLBACK_AUTH_KEY", "CALLBACK_URL", "HTTP_PROXY",
-                 "HTTPS_PROXY", "http_proxy", "https_proxy", "OSS_ENDPOINT", "FC_FUNCTION_NAME", "FC_REGION"):
+                 "HTTPS_PROXY", "http_proxy", "https_proxy", "OSS_ENDPOINT", "TABLESTORE_ENDPOINT",
+                 "FC_FUNCTION_NAME", "FC_REGION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ICE_ENDPOINT", ice.endpoint)
     monkeypatch.setenv("ICE_REGION", "cn-shanghai")
@@ -200,7 +266,13 @@ def fc(request, ice, tmp_path, monkeypatch):
     if request.param == "file":
         root = tmp_path / "records"
         monkeypatch.setenv("RECORD_STORE", f"file://{root}")
-        view: Union[FileView, OssView] = FileView(root)
+        view: Union[FileView, OssView, TablestoreView] = FileView(root)
+    elif request.param == "tablestore":
+        server = request.getfixturevalue("tablestore_server")
+        table = f"records_{uuid.uuid4().hex[:16]}"
+        monkeypatch.setenv("RECORD_STORE", f"tablestore://{TABLESTORE_INSTANCE}/{table}")
+        monkeypatch.setenv("TABLESTORE_ENDPOINT", server.endpoint)
+        view = TablestoreView(server, table)
     else:
         server = request.getfixturevalue("oss_server")
         bucket = f"fc-{uuid.uuid4().hex[:24]}"
@@ -209,6 +281,8 @@ def fc(request, ice, tmp_path, monkeypatch):
         monkeypatch.setenv("OSS_ENDPOINT", server.endpoint)
         view = OssView(server, bucket, "records/ice")
     store = open_store(Settings.from_env(), Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET))
+    if request.param == "tablestore":
+        store.create_tables()  # the one-off set-up a user runs before deploying
     yield Fc(view, store, monkeypatch)
     if server is not None:
         server.clear_faults()

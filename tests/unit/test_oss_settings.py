@@ -81,9 +81,13 @@ def test_open_store_builds_the_oss_store_without_a_request():
                                                                 "http://127.0.0.1:9", "cn-beijing")
 
 
-def test_other_schemes_are_still_refused_clearly():
-    with pytest.raises(ConfigError, match="tablestore"):
-        open_store(Settings(record_store="tablestore://inst/table"))
+def test_malformed_store_locations_are_refused_clearly():
+    with pytest.raises(ConfigError, match="instance name"):
+        open_store(Settings(record_store="tablestore://x/table"))
+    with pytest.raises(ConfigError, match="table name"):
+        open_store(Settings(record_store="tablestore://my-inst/9table"))
+    with pytest.raises(ConfigError, match="unknown"):
+        open_store(Settings(record_store="s3://bucket/x"))
     with pytest.raises(ConfigError, match="RECORD_STORE"):
         open_store(Settings(record_store="oss://Bad_Bucket/x"))
 

@@ -30,5 +30,8 @@ def open_store(settings: Settings, credentials: Optional[Any] = None) -> RecordS
         endpoint = resolve_endpoint(settings)
         return OssStore(bucket, prefix, endpoint, endpoint_region(endpoint, settings.ice_region), credentials)
     if scheme == "tablestore":
-        raise ConfigError("RECORD_STORE tablestore:// is not available in this build yet; use file:// or oss://")
+        from .tablestore import TablestoreStore, parse_location, resolve_endpoint  # imports tablestore
+
+        instance, table = parse_location(rest)
+        return TablestoreStore(instance, table, resolve_endpoint(settings, instance), credentials)
     raise ConfigError(f"RECORD_STORE scheme {scheme!r} is unknown (file, oss or tablestore)")

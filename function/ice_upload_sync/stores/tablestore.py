@@ -1,0 +1,551 @@
+"""The Tablestore store: table ``<table>`` holds the records, ``<table>_pending`` indexes the open jobs.
+
+Built on the official ``tablestore`` SDK (FC's python3.10 runtime ships 5.4.1; 6.x has
+the same API), imported only when this store is chosen.
+
+- ``<table>``: primary key ``job_id`` (STRING), one attribute column per record field
+  (``user_data`` as a JSON string, absent fields as absent columns) plus ``revision``, an
+  integer that every write increments.
+- ``<table>_pending``: primary key ``job_id``, columns ``first_seen_at`` and ``source``; a
+  row exists exactly while the job is tracked and not final, so a sweep reads only open
+  jobs with GetRange, page by page, never scanning the records. Sweep cursors live in the
+  same table under ``~cursor~<name>``, after every job ID (``~`` is not allowed in one).
+
+The merge rule is atomic through a compare-and-set: a record is written only if the row
+is still at the ``revision`` that was read (``EXPECT_NOT_EXIST`` for a new row). When
+another writer got there first the condition fails (``OTSConditionCheckFail``, the
+expected outcome of a race, not an error) and the job is read and merged again, so a final
+record is never replaced by a stale non-final one. Writes are batched with BatchWriteRow
+(200 rows at most), in the order the other stores follow: markers of open jobs first,
+then the records, then the markers of jobs that became final. Rows that fail on their own
+are retried in the next round; the ones still failing are reported per job.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
+
+import tablestore as ots
+from tablestore.retry import DefaultRetryPolicy
+
+from ..config import Settings
+from ..errors import ConfigError, StoreError
+from ..records import JobRecord, MergeResult, merge
+from .base import Tracking
+
+logger = logging.getLogger(__name__)
+
+# The SDK logs every failed request at ERROR (a lost race among them) and request headers,
+# the STS token included, at DEBUG: keep it quiet unless someone chose a level on purpose.
+SDK_LOGGER = "ice_upload_sync.tablestore_sdk"
+_sdk_logger = logging.getLogger(SDK_LOGGER)
+if _sdk_logger.level == logging.NOTSET:
+    _sdk_logger.setLevel(logging.CRITICAL)
+
+# tablestore 5.x passes urllib3 1.x's ``strict``; urllib3 2.x only warns about it, on every pool
+warnings.filterwarnings("ignore", message="The 'strict' parameter", category=FutureWarning)
+
+PENDING_SUFFIX = "_pending"
+CURSOR_PREFIX = "~cursor~"  # sorts after every job ID ([A-Za-z0-9_-]); listings stop before it
+MAX_BATCH_WRITE = 200  # the service's limit per BatchWriteRow
+MAX_BATCH_GET = 100  # per BatchGetRow; each job reads two rows (record and marker)
+PAGE_SIZE = 1000
+CAS_ROUNDS = 6  # read-merge-write attempts per job before giving up on a very busy row
+SOCKET_TIMEOUT_S = 5.0
+RECORD_FIELDS = ("schema_version", "upload_url", "media_id", "state", "ice_status", "file_size", "created_at",
+                 "completed_at", "error_code", "error_message", "user_data", "source", "ice_request_id",
+                 "first_seen_at", "updated_at")
+_RETRYABLE_CODES = frozenset({"OTSServerBusy", "OTSQuotaExhausted", "OTSTimeout", "OTSInternalServerError",
+                              "OTSServerUnavailable", "OTSPartitionUnavailable", "OTSTableNotReady",
+                              "OTSRowOperationConflict", "OTSNotEnoughCapacityUnit", "OTSOperationThrottled"})
+_ACCESS_CODES = frozenset({"OTSAuthFailed", "OTSNoPermissionAccess", "OTSTempUserUnauthorized"})
+_INSTANCE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,14}[A-Za-z0-9]$")
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,246}$")
+RAM_ACTIONS = ("ots:GetRow", "ots:BatchGetRow", "ots:PutRow", "ots:DeleteRow", "ots:BatchWriteRow", "ots:GetRange")
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def parse_location(location: str) -> Tuple[str, str]:
+    """``<instance>/<table>`` (what follows ``tablestore://``) -> (instance, table)."""
+    instance, _, table = location.strip().partition("/")
+    table = table.strip("/")
+    if not _INSTANCE.match(instance):
+        raise ConfigError(f"RECORD_STORE tablestore://{location}: instance name {instance!r} must be 3-16 letters, "
+                          "digits or hyphens, starting with a letter and not ending with a hyphen")
+    if not _TABLE.match(table):
+        raise ConfigError(f"RECORD_STORE tablestore://{location}: table name {table!r} must be letters, digits and "
+                          "underscores, not starting with a digit (the pending index adds '_pending')")
+    return instance, table
+
+
+def resolve_endpoint(settings: Settings, instance: str, environ: Optional[Mapping[str, str]] = None) -> str:
+    """``TABLESTORE_ENDPOINT`` if set; else the instance's internal endpoint inside FC, the public one outside.
+
+    FC functions outside a VPC reach ``<instance>.<region>.ots-internal.aliyuncs.com`` in
+    their own region; in a VPC, set ``TABLESTORE_ENDPOINT`` to the VPC endpoint.
+    """
+    if settings.tablestore_endpoint:
+        value = settings.tablestore_endpoint
+        if "://" not in value:
+            value = "https://" + value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+                or parts.path not in ("", "/") or parts.query:
+            raise ConfigError(f"TABLESTORE_ENDPOINT {settings.tablestore_endpoint!r} must be host[:port] "
+                              "or http(s)://host[:port]")
+        return f"{parts.scheme}://{parts.netloc}"
+    env = os.environ if environ is None else environ
+    region = settings.ice_region
+    fc_region = env.get("FC_REGION", "").strip()
+    in_fc = bool(env.get("FC_FUNCTION_NAME", "").strip() or fc_region)
+    internal = in_fc and fc_region in ("", region)
+    return f"https://{instance}.{region}.{'ots-internal' if internal else 'ots'}.aliyuncs.com"
+
+
+class BoundedRetryPolicy(DefaultRetryPolicy):
+    """The SDK's policy, bounded for FC, and retrying writes too.
+
+    At most 3 retries of at most 1 s each (the default allows 20 of up to 3 s). Writes are
+    safe to repeat here because every record write is conditional: a write that landed
+    before its answer was lost fails its condition on the retry, and the store reads again.
+    """
+
+    max_retry_times = 3
+    max_retry_delay = 1.0
+
+    def is_repeatable_api(self, api_name: str) -> bool:
+        return True  # the SDK's own write-retry list misspells UpdateRow
+
+
+# ---------------------------------------------------------------- rows <-> records
+
+
+def record_columns(record: JobRecord, revision: int) -> List[Tuple[str, Any]]:
+    data = record.to_dict()
+    columns: List[Tuple[str, Any]] = []
+    for name in RECORD_FIELDS:
+        value = data.get(name)
+        if value is None:
+            continue
+        if name == "user_data":
+            value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        columns.append((name, value))
+    columns.append(("final", record.final))
+    columns.append(("revision", revision))
+    return columns
+
+
+def record_from_row(job_id: str, columns: Iterable[Sequence[Any]]) -> Tuple[JobRecord, int]:
+    data: Dict[str, Any] = {column[0]: column[1] for column in columns}
+    revision = data.pop("revision", 0)
+    data.pop("final", None)
+    if "user_data" in data:
+        data["user_data"] = json.loads(data["user_data"])
+    data["job_id"] = job_id
+    return JobRecord.from_dict(data), int(revision)
+
+
+@dataclass
+class _Stored:
+    record: Optional[JobRecord]
+    revision: Optional[int]
+    marker: Optional[Tracking]
+
+
+@dataclass
+class _Plan:
+    index: int
+    fresh: JobRecord
+    stored: _Stored
+    result: MergeResult
+
+
+class _RowFailure(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------- the store
+
+
+class TablestoreStore:
+    def __init__(self, instance: str, table: str, endpoint: str, credentials: Any = None, *,
+                 page_size: int = PAGE_SIZE, socket_timeout_s: float = SOCKET_TIMEOUT_S,
+                 max_connection: int = 16) -> None:
+        self.instance = instance
+        self.table = table
+        self.pending_table = table + PENDING_SUFFIX
+        self.endpoint = endpoint
+        self.page_size = page_size
+        self._socket_timeout_s = socket_timeout_s
+        self._max_connection = max_connection
+        self._bind_lock = threading.Lock()
+        self._client: Optional[ots.OTSClient] = None
+        self._identity: Optional[Tuple[str, str, Optional[str]]] = None
+        if credentials is not None:
+            self.bind(credentials)
+
+    def describe(self) -> str:
+        return f"tablestore://{self.instance}/{self.table}"
+
+    def bind(self, credentials: Any) -> None:
+        """An ``OTSClient`` for these credentials (with ``sts_token`` when they carry one); rebuilt on change."""
+        identity = (credentials.access_key_id, credentials.access_key_secret,
+                    getattr(credentials, "security_token", None) or None)
+        with self._bind_lock:
+            if self._client is not None and identity == self._identity:
+                return
+            key_id, secret, token = identity
+            self._client = ots.OTSClient(
+                self.endpoint, key_id, secret, self.instance, sts_token=token,
+                socket_timeout=self._socket_timeout_s, max_connection=self._max_connection,
+                retry_policy=BoundedRetryPolicy(), logger_name=SDK_LOGGER)
+            self._identity = identity
+
+    # -- calls and errors ---------------------------------------------------------
+
+    @property
+    def client(self) -> ots.OTSClient:
+        if self._client is None:
+            raise StoreError(f"Tablestore store {self.describe()}: no credentials bound")
+        return self._client
+
+    def _fail(self, action: str, error: BaseException) -> StoreError:
+        where = f"Tablestore store {self.describe()} ({self.endpoint}): cannot {action}"
+        if isinstance(error, ots.OTSServiceError):
+            code = error.get_error_code()
+            if code in _ACCESS_CODES:
+                return StoreError(f"{where}: access denied ({code}); the function's role needs "
+                                  f"{', '.join(RAM_ACTIONS)} on tables {self.table} and {self.pending_table}")
+            if code == "OTSObjectNotExist":
+                return StoreError(f"{where}: table {self.table} or {self.pending_table} does not exist; create both "
+                                  "with `python -m ice_upload_sync.stores.tablestore create-tables`")
+            return StoreError(f"{where}: {code} (HTTP {error.get_http_status()}, request "
+                              f"{error.get_request_id()})")
+        if isinstance(error, ots.OTSClientError):
+            return StoreError(f"{where}: {error.get_error_message()}")
+        return StoreError(f"{where}: {type(error).__name__}: {error}")  # network errors come from urllib3
+
+    def _call(self, action: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as error:  # the SDK raises its own errors and urllib3's, nothing narrower
+            raise self._fail(action, error) from None
+
+    @staticmethod
+    def _condition_failed(error: BaseException) -> bool:
+        return isinstance(error, ots.OTSServiceError) and error.get_error_code() == "OTSConditionCheckFail"
+
+    # -- single rows --------------------------------------------------------------
+
+    def _get_row(self, table: str, key: str, action: str) -> Optional[Any]:
+        _consumed, row, _token = self._call(action, "get_row", table, [("job_id", key)], max_version=1)
+        return row
+
+    def load(self, job_id: str) -> Optional[JobRecord]:
+        return self._read_record(job_id)[0]
+
+    def _read_record(self, job_id: str) -> Tuple[Optional[JobRecord], Optional[int]]:
+        row = self._get_row(self.table, job_id, f"read the record of job {job_id}")
+        if row is None or not row.attribute_columns:
+            return None, None
+        return self._parse_record(job_id, row.attribute_columns)
+
+    def _parse_record(self, job_id: str, columns: Any) -> Tuple[JobRecord, int]:
+        try:
+            return record_from_row(job_id, columns)
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"Tablestore store {self.describe()}: the record of job {job_id} is corrupt: "
+                             f"{type(exc).__name__}") from None
+
+    def tracking(self, job_id: str) -> Optional[Tracking]:
+        row = self._get_row(self.pending_table, job_id, f"read the pending marker of job {job_id}")
+        return None if row is None else self._parse_marker(job_id, row.attribute_columns)
+
+    @staticmethod
+    def _parse_marker(job_id: str, columns: Any) -> Tracking:
+        data = {column[0]: column[1] for column in columns or ()}
+        # the write time of first_seen_at is the fallback, as a file's mtime is for the file store
+        stamp = next((column[2] for column in columns or () if column[0] == "first_seen_at" and len(column) > 2), None)
+        fallback = data.get("first_seen_at")
+        if not fallback and stamp:
+            from datetime import datetime, timezone
+
+            from ..records import format_time
+
+            fallback = format_time(datetime.fromtimestamp(stamp / 1000.0, tz=timezone.utc))
+        raw = json.dumps({"first_seen_at": data.get("first_seen_at"), "source": data.get("source")}).encode()
+        return Tracking.from_json(job_id, raw, fallback or "")
+
+    def track(self, tracking: Tracking) -> bool:
+        job_id = tracking.job_id
+        row = ots.Row([("job_id", job_id)], [("first_seen_at", tracking.first_seen_at), ("source", tracking.source)])
+        try:
+            self.client.put_row(self.pending_table, row, ots.Condition(ots.RowExistenceExpectation.EXPECT_NOT_EXIST))
+        except Exception as error:  # the SDK's errors and urllib3's
+            if self._condition_failed(error):
+                return False  # already tracked: the first first_seen_at stays
+            raise self._fail(f"track job {job_id}", error) from None
+        stored = self.load(job_id)
+        if stored is not None and stored.final:  # never resurrect a final job
+            self._call(f"untrack job {job_id}", "delete_row", self.pending_table, ots.Row([("job_id", job_id)]),
+                       ots.Condition(ots.RowExistenceExpectation.IGNORE))
+            return False
+        return True
+
+    def save(self, fresh: JobRecord) -> MergeResult:
+        result = self.save_many([fresh])[0]
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    # -- many rows ----------------------------------------------------------------
+
+    def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
+        """Merge and write many records with a few batched calls; one result per record, in order."""
+        results: List[Union[MergeResult, StoreError, None]] = [None] * len(records)
+        waiting = list(range(len(records)))
+        for attempt in range(CAS_ROUNDS):
+            if not waiting:
+                break
+            # one job once per round: a batch may not carry the same key twice
+            batch, seen, later = [], set(), []
+            for index in waiting:
+                (later if records[index].job_id in seen else batch).append(index)
+                seen.add(records[index].job_id)
+            retry = self._save_round([(index, records[index]) for index in batch], results,
+                                     last=attempt == CAS_ROUNDS - 1)
+            waiting = sorted(retry + later)
+        for index in waiting:
+            results[index] = StoreError(f"Tablestore store {self.describe()}: job {records[index].job_id} kept "
+                                        f"changing under concurrent writers; not written after {CAS_ROUNDS} tries")
+        return [r if r is not None else StoreError("not written") for r in results]
+
+    def _save_round(self, items: List[Tuple[int, JobRecord]], results: list, *, last: bool) -> List[int]:
+        """One read-merge-write pass; returns the indexes to try again (lost races, transient row failures)."""
+        retry: List[int] = []
+        try:
+            stored = self._read_many([fresh.job_id for _, fresh in items])
+        except StoreError as error:
+            for index, _ in items:
+                results[index] = error
+            return []
+        plans = []
+        for index, fresh in items:
+            state = stored[fresh.job_id]
+            tracked_since = state.marker.first_seen_at if state.marker else None
+            plans.append(_Plan(index, fresh, state, merge(state.record, fresh, tracked_since=tracked_since)))
+
+        # 1. markers first: a non-final record must never exist without one
+        opening = [p for p in plans if not p.result.record.final and p.stored.marker is None]
+        failures = self._write_rows([(self.pending_table, "put", p.fresh.job_id, self._marker_columns(p), None)
+                                     for p in opening], f"track {len(opening)} job(s)")
+        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in opening}, results, retry, last)
+
+        # 2. the records, each on the condition that nobody wrote it since we read it
+        writing = [p for p in plans if p.result.changed]
+        failures = self._write_rows([(self.table, "put", p.fresh.job_id,
+                                      record_columns(p.result.record, (p.stored.revision or 0) + 1),
+                                      p.stored.revision) for p in writing], f"record {len(writing)} job(s)")
+        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in writing}, results, retry, last)
+
+        # 3. markers of final jobs last; one left behind is cleaned up by the next sweep
+        closing = [p for p in plans if p.result.record.final and p.stored.marker is not None]
+        failures = self._write_rows([(self.pending_table, "delete", p.fresh.job_id, None, None) for p in closing],
+                                    f"untrack {len(closing)} job(s)")
+        for plan in plans:
+            failure = failures.get(plan.fresh.job_id)
+            if failure is not None and plan in closing:
+                logger.warning("job %s is final but its pending marker stays until the next sweep: %s",
+                               plan.fresh.job_id, failure)
+            results[plan.index] = plan.result
+        return retry
+
+    def _settle(self, plans: List[_Plan], failures: Dict[int, Optional[Exception]], results: list,
+                retry: List[int], last: bool) -> List[_Plan]:
+        """Drop the plans whose step failed: lost races and transient failures retry, others are reported."""
+        going = []
+        for plan in plans:
+            failure = failures.get(plan.index)
+            if failure is None:
+                going.append(plan)
+            elif isinstance(failure, _RowFailure) and (failure.code == "OTSConditionCheckFail"
+                                                       or failure.code in _RETRYABLE_CODES) and not last:
+                retry.append(plan.index)
+            else:
+                results[plan.index] = failure if isinstance(failure, StoreError) else StoreError(
+                    f"Tablestore store {self.describe()}: cannot write job {plan.fresh.job_id}: {failure}")
+        return going
+
+    @staticmethod
+    def _marker_columns(plan: _Plan) -> List[Tuple[str, Any]]:
+        return [("first_seen_at", plan.result.record.first_seen_at), ("source", plan.fresh.source)]
+
+    def _read_many(self, job_ids: Sequence[str]) -> Dict[str, _Stored]:
+        found: Dict[str, _Stored] = {job_id: _Stored(None, None, None) for job_id in job_ids}
+        step = MAX_BATCH_GET // 2
+        for start in range(0, len(job_ids), step):
+            chunk = job_ids[start:start + step]
+            request = ots.BatchGetRowRequest()
+            keys = [[("job_id", job_id)] for job_id in chunk]
+            request.add(ots.TableInBatchGetRowItem(self.table, keys, max_version=1))
+            request.add(ots.TableInBatchGetRowItem(self.pending_table, keys, max_version=1))
+            response = self._call(f"read {len(chunk)} job(s)", "batch_get_row", request)
+            for table in (self.table, self.pending_table):
+                for job_id, item in zip(chunk, response.get_result_by_table(table)):
+                    if not item.is_ok:
+                        raise StoreError(f"Tablestore store {self.describe()}: cannot read job {job_id}: "
+                                         f"{item.error_code}")
+                    if item.row is None or (table == self.table and not item.row.attribute_columns):
+                        continue
+                    if table == self.table:
+                        found[job_id].record, found[job_id].revision = self._parse_record(
+                            job_id, item.row.attribute_columns)
+                    else:
+                        found[job_id].marker = self._parse_marker(job_id, item.row.attribute_columns)
+        return found
+
+    def _write_rows(self, rows: List[Tuple[str, str, str, Optional[List[Tuple[str, Any]]], Optional[int]]],
+                    action: str) -> Dict[str, Exception]:
+        """BatchWriteRow in chunks: (table, "put"|"delete", job_id, columns, expected revision).
+
+        Record puts carry their compare-and-set condition; marker puts are create-only
+        (an existing marker is as good) and deletes unconditional. Returns the failures
+        per job ID: ``_RowFailure`` for a row the service refused, ``StoreError`` when a
+        whole request failed.
+        """
+        failures: Dict[str, Exception] = {}
+        for start in range(0, len(rows), MAX_BATCH_WRITE):
+            chunk = rows[start:start + MAX_BATCH_WRITE]
+            per_table: Dict[str, List[Tuple[Any, str, bool]]] = {}
+            for table, kind, job_id, columns, revision in chunk:
+                primary_key = [("job_id", job_id)]
+                if kind == "delete":
+                    item = ots.DeleteRowItem(ots.Row(primary_key), ots.Condition(ots.RowExistenceExpectation.IGNORE))
+                    tolerate = False
+                elif table == self.table:
+                    item = ots.PutRowItem(ots.Row(primary_key, columns), _revision_condition(revision))
+                    tolerate = False
+                else:
+                    item = ots.PutRowItem(ots.Row(primary_key, columns),
+                                          ots.Condition(ots.RowExistenceExpectation.EXPECT_NOT_EXIST))
+                    tolerate = True  # already tracked
+                per_table.setdefault(table, []).append((item, job_id, tolerate))
+            request = ots.BatchWriteRowRequest()
+            for table, items in per_table.items():
+                request.add(ots.TableInBatchWriteRowItem(table, [item for item, _, _ in items]))
+            try:
+                response = self.client.batch_write_row(request)
+            except Exception as error:  # the SDK's errors and urllib3's
+                failure = self._fail(action, error)
+                for _table, _kind, job_id, _columns, _revision in chunk:
+                    failures[job_id] = failure
+                continue
+            for table, items in per_table.items():
+                outcomes = _row_outcomes(response, table, [item for item, _, _ in items])
+                for (_item, job_id, tolerate), outcome in zip(items, outcomes):
+                    if outcome.is_ok or (tolerate and outcome.error_code == "OTSConditionCheckFail"):
+                        continue
+                    failures[job_id] = _RowFailure(outcome.error_code or "unknown", outcome.error_message or "")
+        return failures
+
+    # -- the sweep's listing and cursors -------------------------------------------
+
+    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
+        start: Any = ots.INF_MIN if after is None else after + "\x00"  # strictly after the cursor
+        while start is not None:
+            _consumed, next_start, rows, _token = self._call(
+                "list pending jobs", "get_range", self.pending_table, "FORWARD", [("job_id", start)],
+                [("job_id", CURSOR_PREFIX)], ["job_id"], self.page_size, max_version=1)
+            for row in rows:
+                yield row.primary_key[0][1]
+            start = next_start[0][1] if next_start else None
+
+    def load_cursor(self, name: str) -> Optional[str]:
+        row = self._get_row(self.pending_table, CURSOR_PREFIX + name, f"read sweep cursor {name}")
+        if row is None:
+            return None
+        value = dict((column[0], column[1]) for column in row.attribute_columns).get("value")
+        return value or None
+
+    def save_cursor(self, name: str, value: Optional[str]) -> None:
+        key = [("job_id", CURSOR_PREFIX + name)]
+        if value is None:
+            self._call(f"reset sweep cursor {name}", "delete_row", self.pending_table, ots.Row(key),
+                       ots.Condition(ots.RowExistenceExpectation.IGNORE))
+        else:
+            self._call(f"save sweep cursor {name}", "put_row", self.pending_table, ots.Row(key, [("value", value)]),
+                       ots.Condition(ots.RowExistenceExpectation.IGNORE))
+
+    # -- set-up (not on the function's path) ------------------------------------------
+
+    def create_tables(self) -> List[str]:
+        """Create the record table and its pending index if missing; says what it did for each."""
+        done = []
+        for table in (self.table, self.pending_table):
+            meta = ots.TableMeta(table, [("job_id", "STRING")])
+            try:
+                self.client.create_table(meta, ots.TableOptions(-1, 1), ots.ReservedThroughput(ots.CapacityUnit(0, 0)))
+                done.append(f"created {table}")
+            except Exception as error:  # the SDK's errors and urllib3's
+                if isinstance(error, ots.OTSServiceError) and error.get_error_code() == "OTSObjectAlreadyExist":
+                    done.append(f"{table} exists")
+                    continue
+                raise self._fail(f"create table {table}", error) from None
+        return done
+
+
+def _revision_condition(revision: Optional[int]) -> Any:
+    if revision is None:
+        return ots.Condition(ots.RowExistenceExpectation.EXPECT_NOT_EXIST)
+    return ots.Condition(ots.RowExistenceExpectation.EXPECT_EXIST,
+                         ots.SingleColumnCondition("revision", revision, ots.ComparatorType.EQUAL,
+                                                   pass_if_missing=revision == 0))
+
+
+def _row_outcomes(response: Any, table: str, items: List[Any]) -> List[Any]:
+    """The SDK groups a batch's answers by operation; put them back in request order."""
+    queues = {
+        ots.BatchWriteRowType.PUT: list(response.get_put_by_table(table)),
+        ots.BatchWriteRowType.UPDATE: list(response.get_update_by_table(table)),
+        ots.BatchWriteRowType.DELETE: list(response.get_delete_by_table(table)),
+    }
+    return [queues[item.type].pop(0) for item in items]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m ice_upload_sync.stores.tablestore create-tables``: one-off set-up from the environment."""
+    import argparse
+
+    from ..ice import resolve_credentials
+
+    parser = argparse.ArgumentParser(prog="python -m ice_upload_sync.stores.tablestore",
+                                     description="Create the Tablestore tables RECORD_STORE names.")
+    parser.add_argument("command", choices=["create-tables"])
+    parser.parse_args(argv)
+    settings = Settings.from_env()
+    scheme, _, rest = settings.record_store.partition("://")
+    if scheme != "tablestore":
+        parser.error(f"RECORD_STORE must be tablestore://<instance>/<table>, not {settings.record_store!r}")
+    instance, table = parse_location(rest)
+    store = TablestoreStore(instance, table, resolve_endpoint(settings, instance), resolve_credentials(None))
+    for line in store.create_tables():
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

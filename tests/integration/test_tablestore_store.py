@@ -1,0 +1,383 @@
+"""The Tablestore store through the official tablestore SDK against the local Tablestore server.
+
+Table layout, the compare-and-set merge, batching and per-row failures, the pending
+index (paging, cursors, stale entries), retries, error translation, credentials, set-up.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+from ice_upload_sync.config import Settings
+from ice_upload_sync.errors import ConfigError, StoreError
+from ice_upload_sync.ice import Credentials
+from ice_upload_sync.records import JobRecord
+from ice_upload_sync.stores import Tracking, open_store
+from ice_upload_sync.stores import tablestore as ts_module
+from ice_upload_sync.stores.tablestore import TablestoreStore, parse_location, resolve_endpoint
+
+from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, STS_KEY_ID, STS_SECRET, STS_TOKEN, TABLESTORE_INSTANCE
+
+NOW = "2026-11-25T03:00:00Z"
+LATER = "2026-11-25T04:00:00Z"
+PLAIN = Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
+STS = Credentials(STS_KEY_ID, STS_SECRET, STS_TOKEN)
+
+
+def record(job_id="job00001", state="processing", **fields):
+    return JobRecord(job_id=job_id, state=state, source="timer", ice_request_id="r",
+                     first_seen_at=NOW, updated_at=NOW, **fields)
+
+
+def final(job_id="job00001", completed_at=NOW, **fields):
+    return record(job_id, "succeeded", completed_at=completed_at, media_id="m1", **fields)
+
+
+@pytest.fixture
+def server(tablestore_server):
+    tablestore_server.clear_faults()
+    tablestore_server.reset_calls()
+    yield tablestore_server
+    tablestore_server.clear_faults()
+
+
+def make_store(server, table, credentials=PLAIN, **options):
+    return TablestoreStore(TABLESTORE_INSTANCE, table, server.endpoint, credentials, **options)
+
+
+@pytest.fixture
+def table(server):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    assert make_store(server, name).create_tables() == [f"created {name}", f"created {name}_pending"]
+    return name
+
+
+@pytest.fixture
+def store(server, table):
+    return make_store(server, table)
+
+
+def assert_no_secret(text):
+    for secret in (ACCESS_KEY_SECRET, STS_SECRET, STS_TOKEN):
+        assert secret not in text
+
+
+# ---------------------------------------------------------------- layout and the merge rule
+
+
+def test_one_row_per_job_with_a_column_per_field_and_a_revision(server, store, table):
+    store.save(record(user_data={"biz": {"id": 7}}, upload_url="https://x/a.mp4", file_size=12))
+    row = server.row(table, [("job_id", "job00001")])
+    assert row["state"] == "processing" and row["final"] is False and row["file_size"] == 12
+    assert json.loads(row["user_data"]) == {"biz": {"id": 7}} and row["revision"] == 1
+    assert "media_id" not in row and "completed_at" not in row  # absent fields are absent columns
+    assert server.row(f"{table}_pending", [("job_id", "job00001")]) == {"first_seen_at": NOW, "source": "timer"}
+    store.save(final())
+    row = server.row(table, [("job_id", "job00001")])
+    assert (row["state"], row["final"], row["revision"]) == ("succeeded", True, 2)
+    assert server.row(f"{table}_pending", [("job_id", "job00001")]) is None
+    assert store.load("job00001") == final(user_data=None)
+
+
+def test_the_same_answer_twice_writes_nothing(server, store):
+    assert store.save(final()).changed
+    server.reset_calls()
+    assert not store.save(replace(final(), updated_at=LATER, ice_request_id="r2")).changed
+    assert [call.api for call in server.calls] == ["BatchGetRow"]  # one read, no write
+
+
+def test_a_final_record_is_never_replaced_by_a_non_final_one(store):
+    store.save(final())
+    assert not store.save(record(state="uploading")).changed
+    assert store.load("job00001").state == "succeeded" and store.tracking("job00001") is None
+
+
+def test_between_final_records_the_later_completion_wins(store):
+    store.save(final(completed_at=LATER))
+    assert not store.save(replace(final(), state="failed", error_code="E")).changed
+    assert store.save(replace(final(completed_at="2026-11-25T05:00:00Z"), state="failed")).changed
+    assert store.load("job00001").state == "failed"
+
+
+def test_tracking_keeps_the_first_time_and_never_resurrects_a_final_job(store, server, table):
+    assert store.track(Tracking("job00002", NOW, "callback"))
+    assert not store.track(Tracking("job00002", LATER, "timer"))
+    assert store.tracking("job00002") == Tracking("job00002", NOW, "callback")
+    store.save(final("job00003"))
+    assert not store.track(Tracking("job00003", NOW, "callback"))
+    assert store.tracking("job00003") is None
+    store.save(record("job00002"))  # first_seen_at comes from the marker
+    assert store.load("job00002").first_seen_at == NOW
+
+
+def test_a_corrupt_record_is_a_store_error(server, store, table):
+    store.save(record())
+    server.set_columns(table, [("job_id", "job00001")], user_data="{not json")
+    with pytest.raises(StoreError, match="corrupt"):
+        store.load("job00001")
+
+
+def test_a_row_written_by_hand_without_a_revision_is_updated_once(server, store, table):
+    store.save(record())
+    with server._lock:  # as if someone had put the row without our bookkeeping column
+        del server._tables[table].rows[next(iter(server._tables[table].rows))][1]["revision"]
+    assert store.save(final()).changed
+    assert server.row(table, [("job_id", "job00001")])["revision"] == 1
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_many_records_take_a_few_batched_calls(server, store, table):
+    records = [record(f"job{n:05d}") for n in range(250)] + [final(f"fin{n:05d}") for n in range(50)]
+    server.reset_calls()
+    results = store.save_many(records)
+    assert all(r.changed for r in results)
+    apis = [call.api for call in server.calls]
+    assert apis.count("BatchGetRow") == 6  # 50 jobs per read (record + marker rows)
+    # 250 markers of open jobs in 2 batches, then 300 records in 2; no marker to drop
+    assert apis == ["BatchGetRow"] * 6 + ["BatchWriteRow"] * 4
+    assert max(call.rows for call in server.calls) == 200
+    assert len(set(store.pending_job_ids())) == 250
+
+
+def test_a_batch_may_repeat_a_job_and_the_later_record_is_merged_after_the_first(store):
+    results = store.save_many([record(), final(), record(state="uploading")])
+    assert [r.changed for r in results] == [True, True, False]
+    assert store.load("job00001").state == "succeeded" and store.tracking("job00001") is None
+
+
+def test_rows_that_fail_alone_are_retried_and_the_rest_are_written(server, store):
+    server.fail_rows_next(3)  # the service answers 200 with three rows refused
+    results = store.save_many([final(f"job{n:05d}") for n in range(10)])
+    assert all(r.changed for r in results)
+    assert all(store.load(f"job{n:05d}").state == "succeeded" for n in range(10))
+
+
+def test_a_row_that_keeps_failing_is_reported_alone(server, store, table):
+    server.deny_writes(table, [("job_id", "job00003")])
+    results = store.save_many([final(f"job{n:05d}") for n in range(5)])
+    assert isinstance(results[3], StoreError) and "job00003" in str(results[3])
+    assert "OTSNoPermissionAccess" in str(results[3])
+    assert [r.changed for i, r in enumerate(results) if i != 3] == [True] * 4
+    with pytest.raises(StoreError):
+        store.save(final("job00003"))
+
+
+def test_a_record_whose_marker_could_not_be_written_is_not_written(server, store, table):
+    server.deny_writes(f"{table}_pending", [("job_id", "job00001")])
+    with pytest.raises(StoreError, match="OTSNoPermissionAccess"):
+        store.save(record())
+    assert store.load("job00001") is None  # a non-final record never exists without its marker
+
+
+def test_a_final_job_whose_marker_cannot_be_dropped_is_still_recorded(server, store, table, caplog):
+    store.save(record())
+    server.deny_writes(f"{table}_pending", [("job_id", "job00001")])
+    assert store.save(final()).changed
+    assert "stays until the next sweep" in caplog.text
+    server.clear_faults()
+    assert not store.save(final()).changed  # the next look cleans the index up
+    assert store.tracking("job00001") is None
+
+
+# ---------------------------------------------------------------- the race the merge rule must win
+
+
+def race(stores, records):
+    barrier = threading.Barrier(len(records))
+    errors = []
+
+    def write(store, rec):
+        barrier.wait()
+        try:
+            store.save(rec)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=pair) for pair in zip(stores, records)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+
+def test_racing_final_and_stale_writers_never_end_non_final(server, table):
+    stores = [make_store(server, table), make_store(server, table)]  # two FC instances
+    stale, done = record(state="processing"), final()
+    server.reset_calls()
+    for round_number in range(40):
+        job_id = f"race{round_number:04d}"
+        stores[0].save(replace(stale, job_id=job_id))  # the job is open, as it is when ICE finishes it
+        race(stores, [replace(stale, job_id=job_id, state="uploading"), replace(done, job_id=job_id)])
+        assert stores[0].load(job_id).state == "succeeded"
+        assert stores[0].tracking(job_id) is None
+    lost = [call for call in server.calls if "OTSConditionCheckFail" in call.row_errors]
+    assert lost, "the writers never met: the test proves nothing"
+
+
+def test_a_lost_race_is_read_again_and_merged(server, store, table):
+    store.save(record())
+    real = store._read_many
+    calls = []
+
+    def read_then_lose(job_ids):
+        found = real(job_ids)
+        if not calls:  # another instance finishes the job between our read and our write
+            make_store(server, table).save(final())
+        calls.append(job_ids)
+        return found
+
+    store._read_many = read_then_lose
+    result = store.save(record(state="uploading"))
+    assert not result.changed and result.record.state == "succeeded" and len(calls) == 2
+
+
+# ---------------------------------------------------------------- the pending index
+
+
+def test_pending_jobs_are_listed_page_by_page_in_order_without_cursors(server, table):
+    store = make_store(server, table, page_size=7)
+    ids = [f"job{n:05d}" for n in range(30)]
+    store.save_many([record(job_id) for job_id in ids])
+    store.save_cursor("sweep", "job00010")
+    server.reset_calls()
+    listing = store.pending_job_ids()
+    assert next(listing) == "job00000" and [c.api for c in server.calls] == ["GetRange"]  # lazily, a page
+    assert ["job00000"] + list(listing) == ids  # no cursor row among them
+    assert sum(c.api == "GetRange" for c in server.calls) == 5
+    assert list(store.pending_job_ids(after="job00025")) == ids[26:]
+    assert list(store.pending_job_ids(after="job00029")) == []
+
+
+def test_sweep_cursors_are_kept_and_forgotten(store):
+    assert store.load_cursor("sweep-0-of-2") is None
+    store.save_cursor("sweep-0-of-2", "job00042")
+    assert store.load_cursor("sweep-0-of-2") == "job00042" and store.load_cursor("sweep") is None
+    store.save_cursor("sweep-0-of-2", None)
+    assert store.load_cursor("sweep-0-of-2") is None
+
+
+def test_an_index_entry_whose_record_is_final_is_cleaned_up_by_the_next_save(server, store, table):
+    store.save(final())
+    # a marker left behind (a crash between the two writes); track() refuses final jobs, so by hand
+    store.client.put_row(
+        f"{table}_pending", ts_module.ots.Row([("job_id", "job00001")], [("first_seen_at", NOW)]),
+        ts_module.ots.Condition("IGNORE"))
+    assert list(store.pending_job_ids()) == ["job00001"]
+    assert not store.save(record(state="uploading")).changed  # what a sweep's stale answer does
+    assert list(store.pending_job_ids()) == []
+
+
+# ---------------------------------------------------------------- retries and errors
+
+
+def test_busy_answers_are_retried_within_bounds(server, store, monkeypatch):
+    monkeypatch.setattr(ts_module.BoundedRetryPolicy, "get_retry_delay", lambda *args: 0.01)
+    server.fail_next(2, code="OTSServerBusy")
+    assert store.save(final()).changed
+    server.fail_next(10, status=503, code="OTSServerBusy")
+    with pytest.raises(StoreError, match="OTSServerBusy") as raised:
+        store.load("job00001")
+    assert "request " in str(raised.value)
+    assert sum(1 for c in server.calls if c.error_code == "OTSServerBusy") == 2 + 4  # 1 try + 3 retries
+    server.clear_faults()
+    server.fail_next(1, api="BatchWriteRow", status=500, code="OTSInternalServerError")
+    assert store.save(final("job00002")).changed  # writes are retried too: they are conditional
+
+
+def test_a_missing_table_says_how_to_create_it(server):
+    store = make_store(server, "never_created")
+    with pytest.raises(StoreError, match="create-tables") as raised:
+        store.save(final())
+    assert "never_created" in str(raised.value)
+
+
+def test_access_denied_names_the_actions_needed(server, table):
+    store = make_store(server, table, Credentials(ACCESS_KEY_ID, "wrong-secret-never-shown"))
+    with pytest.raises(StoreError, match="access denied") as raised:
+        store.load("job00001")
+    message = str(raised.value)
+    assert "ots:BatchWriteRow" in message and table in message and "wrong-secret" not in message
+
+
+def test_an_unreachable_endpoint_fails_fast_with_a_store_error():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = TablestoreStore(TABLESTORE_INSTANCE, "records", f"http://127.0.0.1:{port}", STS)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="cannot read") as raised:
+        store.save(final())
+    assert time.monotonic() - started < 3
+    assert_no_secret(str(raised.value))
+
+
+# ---------------------------------------------------------------- credentials and set-up
+
+
+def test_sts_credentials_are_sent_with_their_token_and_rebound_only_when_they_change(server, table):
+    store = make_store(server, table, STS)
+    client = store.client
+    store.bind(Credentials(STS_KEY_ID, STS_SECRET, STS_TOKEN))
+    assert store.client is client
+    store.save(final())
+    assert {c.access_key_id for c in server.calls if c.api != "CreateTable"} == {STS_KEY_ID}
+    store.bind(Credentials(STS_KEY_ID, STS_SECRET, "expired-token"))
+    with pytest.raises(StoreError, match="access denied"):
+        store.load("job00001")
+
+
+def test_the_sdk_never_logs_the_token(server, table, caplog):
+    caplog.set_level(logging.DEBUG)
+    store = make_store(server, table, STS)
+    store.save(record())
+    store.save(final())
+    assert_no_secret(caplog.text)
+    assert "OTS request" not in caplog.text  # the SDK's own request log stays off
+
+
+def test_locations_and_endpoints():
+    assert parse_location("my-inst/records") == ("my-inst", "records")
+    for bad in ("x/records", "my-inst/", "my-inst/9x", "-inst/records", "inst-/records"):
+        with pytest.raises(ConfigError):
+            parse_location(bad)
+    settings = Settings(ice_region="cn-beijing")
+    assert resolve_endpoint(settings, "inst", {}) == "https://inst.cn-beijing.ots.aliyuncs.com"
+    in_fc = {"FC_FUNCTION_NAME": "f", "FC_REGION": "cn-beijing"}
+    assert resolve_endpoint(settings, "inst", in_fc) == "https://inst.cn-beijing.ots-internal.aliyuncs.com"
+    elsewhere = {"FC_FUNCTION_NAME": "f", "FC_REGION": "cn-hangzhou"}
+    assert resolve_endpoint(settings, "inst", elsewhere) == "https://inst.cn-beijing.ots.aliyuncs.com"
+    override = Settings(ice_region="cn-beijing", tablestore_endpoint="inst.cn-beijing.vpc.tablestore.aliyuncs.com")
+    assert resolve_endpoint(override, "inst", in_fc) == "https://inst.cn-beijing.vpc.tablestore.aliyuncs.com"
+    with pytest.raises(ConfigError):
+        resolve_endpoint(Settings(tablestore_endpoint="ftp://x/y"), "inst", {})
+
+
+def test_open_store_builds_it_without_a_request(server):
+    server.reset_calls()
+    store = open_store(Settings(record_store="tablestore://my-inst/records", tablestore_endpoint=server.endpoint),
+                       PLAIN)
+    assert isinstance(store, TablestoreStore) and store.describe() == "tablestore://my-inst/records"
+    assert server.calls == []
+
+
+def test_the_set_up_command_creates_both_tables_once(server, monkeypatch, capsys):
+    table = f"cli_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("RECORD_STORE", f"tablestore://{TABLESTORE_INSTANCE}/{table}")
+    monkeypatch.setenv("TABLESTORE_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET)
+    monkeypatch.delenv("ALIBABA_CLOUD_SECURITY_TOKEN", raising=False)
+    assert ts_module.main(["create-tables"]) == 0
+    assert ts_module.main(["create-tables"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"created {table}", f"created {table}_pending",
+                                                    f"{table} exists", f"{table}_pending exists"]
+    assert {table, f"{table}_pending"} <= set(server.table_names())
