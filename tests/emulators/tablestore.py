@@ -492,8 +492,8 @@ class TablestoreServer(LoopbackServer):
             if request.direction == pb.FORWARD:
                 first, stop = bisect.bisect_left(table.order, low), bisect.bisect_left(table.order, high)
                 keys = table.order[first:stop]
-            else:  # BACKWARD: start is the upper bound, inclusive
-                first, stop = bisect.bisect_left(table.order, high), bisect.bisect_right(table.order, low)
+            else:  # BACKWARD: from the start (inclusive) down to the end (exclusive)
+                first, stop = bisect.bisect_right(table.order, high), bisect.bisect_right(table.order, low)
                 keys = list(reversed(table.order[first:stop]))
             page, rest = keys[:limit], keys[limit:]
             rows = []
