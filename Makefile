@@ -1,12 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make local   run the main job locally (ICE emulator + file store, no cloud account)
 #   make test    run the whole test suite (what CI runs)
+# Deploying (README "Deploy"):
+#   make package         vendor function/requirements.txt into function/python for FC (python3.10, no Docker)
+#   make template-check  render template.yml with `s preview` and check it against fc3's schema
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: local test lint emulator clean
+.PHONY: local test lint emulator clean package template-check
 
 $(STAMP): function/requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +25,12 @@ test: $(STAMP)
 
 emulator: $(STAMP)
 	$(PY) -m tests.emulators.ice --port 8080
+
+package:
+	$(PYTHON) tests/deploy/package.py
+
+template-check: $(STAMP)
+	$(PY) -m tests.deploy.template_check
 
 clean:
 	rm -rf $(VENV) .local-records

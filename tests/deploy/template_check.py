@@ -1,0 +1,523 @@
+"""The offline check of ``template.yml``: render it, validate it, report every problem found.
+
+Rendering uses the real Serverless Devs CLI (``s preview -t template.yml -o json``, pinned, installed
+from npm into ``.cache/deploy/npm``), which resolves ``vars`` and ``${env()}`` without the
+internet. Where ``npm`` is missing, a small renderer here does the same for the expressions this
+template uses (``${vars.a.b}``, ``${env('X')}``, ``${env('X', default)}``, ``+`` between them) and
+says so. Then:
+
+- the fc3 function ``props`` against fc3's own JSON Schema (``../shared/reference/fc3-schema.json``),
+  plus: no property the schema does not know (the schema itself allows any);
+- ``handler`` and the initializer name real functions of the code in ``code:``;
+- every environment variable the code reads is set in the template, has a default in the code,
+  or is one FC sets itself; every variable the template sets is read by the code;
+- the RAM policies in ``vars.ramPolicy`` have no wildcard action; the role is an ARN;
+- timer crons have FC's six fields; the HTTP trigger takes POST only, and an anonymous one
+  needs ``CALLBACK_AUTH_KEY``; async invocations have bounded retries and a failure destination.
+
+    python -m tests.deploy.template_check [--template template.yml] [--example-env]
+    python -m tests.deploy.template_check --print ramPolicy.oss     # a rendered var, as JSON
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO.parent / "shared" / "reference" / "fc3-schema.json"
+CACHE = REPO / ".cache" / "deploy"
+S_PACKAGE = "@serverless-devs/s"
+S_VERSION = "3.1.10"
+
+# What a deployer must set (the template has no default for these); placeholders for checks.
+EXAMPLE_ENV = {
+    "FUNCTION_ROLE_ARN": "acs:ram::1234567890123456:role/ice-upload-sync",
+    "FAILURE_DESTINATION_ARN": "acs:mns:cn-shanghai:1234567890123456:/queues/ice-upload-sync-failed/messages",
+    "CALLBACK_AUTH_KEY": "example-auth-key",
+    "RECORD_BUCKET": "example-ice-records",
+}
+# Set by FC itself (FC_*; ALIBABA_CLOUD_* on python3.12, where the context has no credentials).
+PROVIDED_BY_FC = re.compile(r"^(FC_[A-Z0-9_]+|ALIBABA_CLOUD_ACCESS_KEY_ID|ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+                            r"|ALIBABA_CLOUD_SECURITY_TOKEN)$")
+# Read by the Python runtime, not by our code.
+RUNTIME_VARIABLES = {"PYTHONPATH"}
+ROLE_ARN = re.compile(r"^acs:ram::\d+:role/[\w.@+=-]+$")
+# env lookups in our code: env.get("X"), os.environ["X"], os.getenv("X"), and config.py's helpers.
+_ENV_READ = re.compile(r"""(?:environ|env|getenv)\s*(?:\.get\(|\[|\()\s*["']([A-Z][A-Z0-9_]+)["']"""
+                       r"""|\b(?:text|_number)\(\s*(?:env,\s*)?["']([A-Z][A-Z0-9_]+)["']""")
+
+
+class RenderError(Exception):
+    """The template does not render (a required variable unset, a bad expression)."""
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def s_binary(cache: Path = CACHE) -> Optional[Path]:
+    """The pinned ``s``, installed from npm into ``cache/npm`` once; None when npm is missing."""
+    prefix = cache / "npm"
+    binary = prefix / "node_modules" / ".bin" / "s"
+    manifest = prefix / "node_modules" / "@serverless-devs" / "s" / "package.json"
+    if binary.exists() and manifest.exists() and json.loads(manifest.read_text()).get("version") == S_VERSION:
+        return binary
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        return None
+    prefix.mkdir(parents=True, exist_ok=True)
+    subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
+                    f"{S_PACKAGE}@{S_VERSION}"], check=True, capture_output=True, text=True, timeout=300)
+    return binary
+
+
+def render_with_s(template: Path, env: Mapping[str, str], binary: Path, cache: Path = CACHE) -> Dict[str, Any]:
+    home = cache / "s-home"  # s keeps its config and logs in ~/.s; never the user's real one here
+    home.mkdir(parents=True, exist_ok=True)
+    run_env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR", "SYSTEMROOT")}
+    run_env.update(env)
+    run_env["HOME"] = str(home)
+    result = subprocess.run([str(binary), "preview", "-t", template.name, "-o", "json", "--silent"],
+                            cwd=template.parent, env=run_env, capture_output=True, text=True, timeout=120)
+    output = result.stdout
+    start = output.find("{")  # as root, s prints a warning line before the document
+    if result.returncode != 0 or start < 0:
+        message = "\n".join(line for line in (result.stdout + result.stderr).splitlines()
+                            if line.strip() and not line.startswith(("[", "A complete log", "Env:", "Logs:",
+                                                                       "Feedback:")))
+        raise RenderError(f"s preview failed: {message.strip()}")
+    document, _ = json.JSONDecoder().raw_decode(output[start:])
+    return document
+
+
+_EXPRESSION = re.compile(r"\$\{(.*?)\}(?!')")
+_TOKENS = re.compile(r"""\s*(?:(?P<str>'[^']*'|"[^"]*")|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.-]*)"""
+                     r"""|(?P<op>[()+,]))""")
+
+
+def render_in_python(template: Path, env: Mapping[str, str]) -> Dict[str, Any]:
+    """What ``s preview`` does with this template's expressions, for machines without npm."""
+    document = yaml.safe_load(template.read_text())
+    variables: Dict[str, Any] = {}
+    for name, value in (document.get("vars") or {}).items():  # in order: a var may use earlier ones
+        variables[name] = _render_value(value, variables, env)
+    document["vars"] = variables
+    document["resources"] = _render_value(document.get("resources") or {}, variables, env)
+    return document
+
+
+def _render_value(value: Any, variables: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _render_value(item, variables, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render_value(item, variables, env) for item in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = _EXPRESSION.fullmatch(value.strip())
+    if whole:  # the value is one expression: keep its type (s does, for defaults and vars)
+        return _evaluate(whole.group(1), variables, env)
+    return _EXPRESSION.sub(lambda m: str(_evaluate(m.group(1), variables, env)), value)
+
+
+def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """expr := term ('+' term)*; term := 'str' | number | true | false | vars.a.b | env('X' [, expr])."""
+    tokens, position = [], 0
+    while position < len(expression.rstrip()):
+        match = _TOKENS.match(expression, position)
+        if not match or match.end() == position:
+            raise RenderError(f"cannot render ${{{expression}}}")
+        tokens.append(match)
+        position = match.end()
+    cursor = [0]
+
+    def peek(kind: str, text: Optional[str] = None) -> bool:
+        if cursor[0] >= len(tokens) or tokens[cursor[0]].group(kind) is None:
+            return False
+        return text is None or tokens[cursor[0]].group(kind) == text
+
+    def take(kind: str, text: Optional[str] = None) -> str:
+        if not peek(kind, text):
+            raise RenderError(f"cannot render ${{{expression}}}")
+        cursor[0] += 1
+        return tokens[cursor[0] - 1].group(kind)
+
+    def term() -> Any:
+        if peek("str"):
+            return take("str")[1:-1]
+        if peek("num"):
+            return ast.literal_eval(take("num"))
+        name = take("name")
+        if name in ("true", "false"):
+            return name == "true"
+        if name == "env":
+            take("op", "(")
+            variable = take("str")[1:-1]
+            default: Any = _MISSING
+            if peek("op", ","):
+                take("op", ",")
+                default = expr()
+            take("op", ")")
+            if variable in env:
+                return env[variable]
+            if default is _MISSING:
+                raise RenderError(f"env('{variable}') not found")
+            return default
+        if name.startswith("vars."):
+            current: Any = variables
+            for key in name.split(".")[1:]:
+                if not isinstance(current, dict) or key not in current:
+                    raise RenderError(f"{name} is not defined")
+                current = current[key]
+            return current
+        raise RenderError(f"cannot render ${{{expression}}}: unknown {name!r}")
+
+    def expr() -> Any:
+        terms = [term()]
+        while peek("op", "+"):
+            take("op", "+")
+            terms.append(term())
+        return terms[0] if len(terms) == 1 else "".join(str(t) for t in terms)
+
+    value = expr()
+    if cursor[0] != len(tokens):
+        raise RenderError(f"cannot render ${{{expression}}}")
+    return value
+
+
+_MISSING = object()
+
+
+@dataclass
+class Rendered:
+    document: Dict[str, Any]
+    renderer: str  # "s preview" or "python"
+
+
+def render(template: Path, env: Mapping[str, str], use_s: Optional[bool] = None, cache: Path = CACHE) -> Rendered:
+    """With ``s`` when it can be had (or when ``use_s``), else in Python."""
+    binary = s_binary(cache) if use_s is not False else None
+    if binary is not None:
+        return Rendered(render_with_s(template, env, binary, cache), "s preview")
+    if use_s:
+        raise RenderError("npm is not installed: cannot install the Serverless Devs CLI")
+    return Rendered(render_in_python(template, env), "python")
+
+
+def uncomment_block(text: str, name: str) -> str:
+    """``template.yml`` with its commented ``# BEGIN name`` ... ``# END name`` block switched on."""
+    lines = text.splitlines(keepends=True)
+    begin = next(i for i, line in enumerate(lines) if line.strip() == f"# BEGIN {name}")
+    end = next(i for i, line in enumerate(lines) if line.strip() == f"# END {name}")
+    for i in range(begin + 1, end):
+        lines[i] = re.sub(r"^(\s*)# ?", r"\1", lines[i], count=1)
+    return "".join(lines)
+
+
+# ---------------------------------------------------------------- checking
+
+
+def fc3_resources(document: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    return {name: resource.get("props") or {} for name, resource in (document.get("resources") or {}).items()
+            if isinstance(resource, dict) and resource.get("component") == "fc3"}
+
+
+def check(document: Mapping[str, Any], template_dir: Path, schema: Optional[Mapping[str, Any]]) -> List[str]:
+    """Every problem found in a rendered template, as readable sentences; empty means fine."""
+    problems: List[str] = []
+    functions = fc3_resources(document)
+    if not functions:
+        return ["no resource uses the fc3 component"]
+    for name, props in functions.items():
+        where = f"resources.{name}.props"
+        if schema is not None:
+            problems += schema_problems(props, schema, where)
+        problems += entry_point_problems(props, template_dir, where)
+        problems += environment_problems(props, template_dir, where)
+        problems += trigger_problems(props, where)
+        problems += async_problems(props, where)
+        role = props.get("role")
+        if not isinstance(role, str) or not ROLE_ARN.match(role):
+            problems.append(f"{where}.role must be the function's RAM role ARN (acs:ram::<account>:role/<name>), "
+                            f"got {role!r}")
+    problems += policy_problems(document)
+    code = next(iter(functions.values())).get("code")
+    if isinstance(code, str) and (template_dir / code / "ice_upload_sync").is_dir():
+        problems += store_policy_problems(document, (template_dir / code).resolve())
+    return problems
+
+
+def schema_problems(props: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> List[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(props), key=lambda e: list(e.absolute_path)):
+        path = ".".join(str(p) for p in error.absolute_path)
+        problems.append(f"{where}{'.' + path if path else ''}: {error.message} (fc3 schema)")
+    known = set(schema.get("properties", {}))
+    problems += [f"{where}.{key} is not an fc3 property" for key in props if key not in known]
+    return problems
+
+
+def entry_point_problems(props: Mapping[str, Any], template_dir: Path, where: str) -> List[str]:
+    code = props.get("code")
+    if not isinstance(code, str):
+        return [f"{where}.code must name the code folder, got {code!r}"]
+    code_dir = (template_dir / code).resolve()
+    if not code_dir.is_dir():
+        return [f"{where}.code {code!r} is not a folder next to the template"]
+    problems = []
+    hooks = {"handler": props.get("handler"),
+             "instanceLifecycleConfig.initializer.handler":
+                 ((props.get("instanceLifecycleConfig") or {}).get("initializer") or {}).get("handler")}
+    for field, handler in hooks.items():
+        if handler is None:
+            problems.append(f"{where}.{field} is missing")
+            continue
+        problem = _resolve_handler(str(handler), code_dir)
+        if problem:
+            problems.append(f"{where}.{field} {handler!r}: {problem}")
+    return problems
+
+
+def _resolve_handler(handler: str, code_dir: Path) -> Optional[str]:
+    module_name, _, function_name = handler.rpartition(".")
+    if not module_name or not function_name:
+        return "must be <module>.<function>"
+    if not (code_dir / (module_name.replace(".", "/") + ".py")).exists():
+        return f"no module {module_name} in {code_dir.name}/"
+    added = str(code_dir) not in sys.path
+    if added:
+        sys.path.insert(0, str(code_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the import itself is what is being checked
+        return f"importing {module_name} fails: {exc!r}"
+    finally:
+        if added:
+            sys.path.remove(str(code_dir))
+    if not callable(getattr(module, function_name, None)):
+        return f"{module_name} has no function {function_name}"
+    return None
+
+
+def code_env_reads(code_dir: Path, skip: Iterable[str] = ("python",)) -> Dict[str, Set[str]]:
+    """Environment variables our code reads -> the files reading them (vendored packages skipped)."""
+    reads: Dict[str, Set[str]] = {}
+    for path in sorted(code_dir.rglob("*.py")):
+        relative = path.relative_to(code_dir)
+        if relative.parts[0] in skip:
+            continue
+        for match in _ENV_READ.finditer(path.read_text(encoding="utf-8")):
+            reads.setdefault(match.group(1) or match.group(2), set()).add(relative.as_posix())
+    return reads
+
+
+class _RecordingEnv(dict):
+    def __init__(self, values: Mapping[str, str]):
+        super().__init__(values)
+        self.read: Set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _settings_reads(code_dir: Path, environ: Mapping[str, str]) -> tuple:
+    """(names Settings.from_env reads, whether it accepts ``environ``, and its error if not)."""
+    added = str(code_dir) not in sys.path
+    if added:
+        sys.path.insert(0, str(code_dir))
+    try:
+        from ice_upload_sync.config import Settings
+    finally:
+        if added:
+            sys.path.remove(str(code_dir))
+    recording = _RecordingEnv(environ)
+    try:
+        Settings.from_env(recording)
+    except Exception as exc:  # ConfigError: the template's value does not parse
+        return recording.read, str(exc)
+    return recording.read, None
+
+
+def environment_problems(props: Mapping[str, Any], template_dir: Path, where: str) -> List[str]:
+    variables = props.get("environmentVariables") or {}
+    code_dir = (template_dir / str(props.get("code", ""))).resolve()
+    if not (code_dir / "ice_upload_sync").is_dir():
+        return []  # entry_point_problems already says what is wrong with code
+    problems = []
+    reads = code_env_reads(code_dir)
+    defaulted, _ = _settings_reads(code_dir, {})  # every one of these has a default in Settings
+    _, error = _settings_reads(code_dir, {k: str(v) for k, v in variables.items()})
+    if error:
+        problems.append(f"{where}.environmentVariables: the code refuses them: {error}")
+    for name in sorted(set(reads) | defaulted):
+        if name in variables or name in defaulted or PROVIDED_BY_FC.match(name):
+            continue
+        problems.append(f"{where}.environmentVariables: {name} is read by the code "
+                        f"({', '.join(sorted(reads.get(name, ())))}) but neither set here nor defaulted")
+    for name in sorted(variables):
+        if name not in reads and name not in defaulted and name not in RUNTIME_VARIABLES:
+            problems.append(f"{where}.environmentVariables.{name} is not read by the code (a typo?)")
+    if "/code/python" not in str(variables.get("PYTHONPATH", "")).split(":"):
+        problems.append(f"{where}.environmentVariables.PYTHONPATH must include /code/python "
+                        f"(the vendored dependencies)")
+    return problems
+
+
+def trigger_problems(props: Mapping[str, Any], where: str) -> List[str]:
+    problems = []
+    variables = props.get("environmentVariables") or {}
+    for index, trigger in enumerate(props.get("triggers") or []):
+        config = trigger.get("triggerConfig") or {}
+        at = f"{where}.triggers[{index}] ({trigger.get('triggerName')})"
+        if trigger.get("triggerType") == "timer":
+            cron = str(config.get("cronExpression", ""))
+            expression = re.sub(r"^CRON_TZ=\S+\s+", "", cron.strip())
+            if not expression.startswith("@every ") and len(expression.split()) != 6:
+                problems.append(f"{at}: cronExpression {cron!r} must have six fields (seconds first), "
+                                f"or be @every <duration>")
+        if trigger.get("triggerType") == "http":
+            if config.get("methods") != ["POST"]:
+                problems.append(f"{at}: ICE callbacks are POST; methods must be [POST], got {config.get('methods')}")
+            if config.get("authType") == "anonymous" and not str(variables.get("CALLBACK_AUTH_KEY", "")).strip():
+                problems.append(f"{at}: an anonymous HTTP trigger needs CALLBACK_AUTH_KEY (ICE signs its callbacks)")
+    return problems
+
+
+def async_problems(props: Mapping[str, Any], where: str) -> List[str]:
+    config = props.get("asyncInvokeConfig")
+    if not isinstance(config, dict):
+        return [f"{where}.asyncInvokeConfig is missing: failed async invocations would be dropped"]
+    problems = []
+    if not isinstance(config.get("maxAsyncRetryAttempts"), int):
+        problems.append(f"{where}.asyncInvokeConfig.maxAsyncRetryAttempts must be set (0-8)")
+    destination = ((config.get("destinationConfig") or {}).get("onFailure") or {}).get("destination")
+    if not isinstance(destination, str) or not destination.startswith("acs:"):
+        problems.append(f"{where}.asyncInvokeConfig.destinationConfig.onFailure.destination must be an ARN, "
+                        f"got {destination!r}")
+    return problems
+
+
+def policy_problems(document: Mapping[str, Any]) -> List[str]:
+    policies = (document.get("vars") or {}).get("ramPolicy")
+    if not isinstance(policies, dict) or not policies:
+        return ["vars.ramPolicy is missing: the function's least-privilege RAM policies live there"]
+    problems = []
+    for store, policy in policies.items():
+        statements = (policy or {}).get("Statement") or []
+        actions = [a for s in statements for a in _as_list(s.get("Action"))]
+        if "ice:GetUrlUploadInfos" not in actions:
+            problems.append(f"vars.ramPolicy.{store} does not allow ice:GetUrlUploadInfos")
+        for number, statement in enumerate(statements):
+            at = f"vars.ramPolicy.{store}.Statement[{number}]"
+            if statement.get("Effect") != "Allow":
+                continue
+            if "NotAction" in statement:
+                problems.append(f"{at} uses NotAction (allows everything else)")
+            for action in _as_list(statement.get("Action")):
+                if "*" in action:
+                    problems.append(f"{at} allows the wildcard action {action!r}")
+            resources = _as_list(statement.get("Resource"))
+            if not resources or any(not r for r in resources):
+                problems.append(f"{at} has an empty resource")
+            if resources == ["*"] and any(not a.startswith("ice:") for a in _as_list(statement.get("Action"))):
+                problems.append(f"{at} grants {statement.get('Action')} on every resource")
+    return problems
+
+
+def store_ram_actions(code_dir: Path) -> Dict[str, Set[str]]:
+    """``RAM_ACTIONS`` of each store module that declares them (read from the source, not imported)."""
+    declared: Dict[str, Set[str]] = {}
+    for path in sorted((code_dir / "ice_upload_sync" / "stores").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "RAM_ACTIONS" for t in node.targets):
+                declared[path.stem] = set(ast.literal_eval(node.value))
+    return declared
+
+
+def store_policy_problems(document: Mapping[str, Any], code_dir: Path) -> List[str]:
+    """Each store's policy allows exactly the store actions its module says it needs."""
+    policies = (document.get("vars") or {}).get("ramPolicy") or {}
+    problems = []
+    for store, needed in store_ram_actions(code_dir).items():
+        if store not in policies:
+            problems.append(f"vars.ramPolicy.{store} is missing (stores/{store}.py needs {sorted(needed)})")
+            continue
+        services = {action.split(":")[0] for action in needed}
+        allowed = {a for s in (policies[store] or {}).get("Statement") or [] for a in _as_list(s.get("Action"))
+                   if a.split(":")[0] in services}
+        if needed - allowed:
+            problems.append(f"vars.ramPolicy.{store} lacks {sorted(needed - allowed)} (stores/{store}.py RAM_ACTIONS)")
+        if allowed - needed:
+            problems.append(f"vars.ramPolicy.{store} allows {sorted(allowed - needed)}, which stores/{store}.py "
+                            f"does not need (least privilege)")
+    return problems
+
+
+def _as_list(value: Any) -> List[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> Optional[Dict[str, Any]]:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--template", type=Path, default=REPO / "template.yml")
+    parser.add_argument("--example-env", action="store_true",
+                        help="fill the required variables with placeholders (" + ", ".join(EXAMPLE_ENV) + ")")
+    parser.add_argument("--python-renderer", action="store_true", help="do not use s, render in Python")
+    parser.add_argument("--print", dest="print_var", metavar="VAR",
+                        help="print a rendered var as JSON (e.g. ramPolicy.oss, ramTrustPolicy) and exit")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.example_env:
+        env = {**EXAMPLE_ENV, **env}
+    template = args.template.resolve()
+    try:
+        rendered = render(template, env, use_s=False if args.python_renderer else None)
+    except RenderError as exc:
+        print(f"{template.name} does not render: {exc}", file=sys.stderr)
+        return 1
+    if args.print_var:
+        value: Any = rendered.document.get("vars") or {}
+        for key in args.print_var.split("."):
+            value = value[key]
+        print(json.dumps(value, indent=2))
+        return 0
+    schema = load_schema()
+    problems = check(rendered.document, template.parent, schema)
+    notes = [f"rendered with {rendered.renderer}"]
+    if schema is None:
+        notes.append(f"fc3 schema not found at {SCHEMA_PATH}: schema validation skipped")
+    for problem in problems:
+        print(f"problem: {problem}")
+    print(f"{template.name}: {len(problems)} problem(s); " + "; ".join(notes))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

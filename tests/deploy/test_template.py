@@ -1,0 +1,192 @@
+"""template.yml renders offline (the real `s preview`) and passes the check; broken templates do not.
+
+The Serverless Devs CLI is installed from npm once into ``.cache/deploy/npm`` (pinned); where npm
+is missing, the tests that need it skip and the rest render the template in Python.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from tests.deploy import template_check as tc
+
+TEMPLATE = tc.REPO / "template.yml"
+CONTRACT_VARIABLES = {  # CONTRACT section 3, less the credentials FC provides itself
+    "ICE_REGION", "ICE_ENDPOINT", "RECORD_STORE", "OSS_ENDPOINT", "TABLESTORE_ENDPOINT", "CALLBACK_AUTH_KEY",
+    "CALLBACK_URL", "CALLBACK_MAX_SKEW_S", "MAX_TRACK_AGE_HOURS", "ICE_MAX_QPS", "ICE_CONCURRENCY",
+}
+
+
+@pytest.fixture(scope="module")
+def schema():
+    schema = tc.load_schema()
+    if schema is None:
+        pytest.skip(f"fc3 schema not found at {tc.SCHEMA_PATH} (CI has the shared folder beside the clone)")
+    return schema
+
+
+@pytest.fixture(scope="module")
+def s_binary():
+    binary = tc.s_binary()
+    if binary is None:
+        pytest.skip("npm is not installed: the Serverless Devs CLI part is skipped "
+                    "(the Python renderer covers the rest)")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def rendered(s_binary) -> Dict:
+    return tc.render_with_s(TEMPLATE, tc.EXAMPLE_ENV, s_binary)
+
+
+def function_props(document) -> Dict:
+    (props,) = tc.fc3_resources(document).values()
+    return props
+
+
+def write_variant(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "template.yml"
+    path.write_text(text)
+    return path
+
+
+def test_s_preview_renders_the_template_and_the_check_passes(rendered, schema):
+    assert tc.check(rendered, tc.REPO, schema) == []
+
+
+def test_the_rendered_function_is_the_contracts(rendered):
+    props = function_props(rendered)
+    assert (props["runtime"], props["code"], props["handler"]) == ("python3.10", "./function", "index.handler")
+    assert props["instanceLifecycleConfig"]["initializer"]["handler"] == "index.initialize"
+    assert props["logConfig"] == "auto"
+    assert props["role"] == tc.EXAMPLE_ENV["FUNCTION_ROLE_ARN"]
+    variables = props["environmentVariables"]
+    assert CONTRACT_VARIABLES <= set(variables)
+    assert variables["RECORD_STORE"] == f"oss://{tc.EXAMPLE_ENV['RECORD_BUCKET']}/ice-upload-sync"
+    assert variables["CALLBACK_AUTH_KEY"] == tc.EXAMPLE_ENV["CALLBACK_AUTH_KEY"]
+    assert all(isinstance(value, str) for value in variables.values())
+    kinds = {t["triggerType"]: t["triggerConfig"] for t in props["triggers"]}
+    assert kinds["timer"]["cronExpression"] == "0 */5 * * * *" and kinds["timer"]["payload"] == ""
+    assert kinds["http"] == {"authType": "anonymous", "disableURLInternet": False, "methods": ["POST"]}
+    assert props["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"] == \
+        tc.EXAMPLE_ENV["FAILURE_DESTINATION_ARN"]
+    assert rendered["resources"]["ice_upload_sync"]["actions"]["pre-deploy"] == [{"run": "make package", "path": "./"}]
+
+
+def test_the_python_renderer_agrees_with_s(s_binary, tmp_path):
+    variants = {"template": TEMPLATE.read_text(),
+                "with eventbridge": tc.uncomment_block(TEMPLATE.read_text(), "eventbridge-trigger")}
+    env = {**tc.EXAMPLE_ENV, "RECORD_STORE": "tablestore://records/ice_upload_jobs", "ICE_REGION": "cn-beijing"}
+    for name, text in variants.items():
+        path = write_variant(tmp_path, text)
+        by_s = tc.render_with_s(path, env, s_binary)
+        in_python = tc.render_in_python(path, env)
+        assert (in_python["vars"], in_python["resources"]) == (by_s["vars"], by_s["resources"]), name
+
+
+def test_the_template_passes_the_check_rendered_in_python(schema):
+    # what runs where npm is missing
+    assert tc.check(tc.render_in_python(TEMPLATE, tc.EXAMPLE_ENV), tc.REPO, schema) == []
+
+
+def test_the_commented_eventbridge_trigger_is_valid_when_switched_on(schema, tmp_path):
+    path = write_variant(tmp_path, tc.uncomment_block(TEMPLATE.read_text(), "eventbridge-trigger"))
+    rendered = tc.render(path, tc.EXAMPLE_ENV).document
+    assert tc.check(rendered, tc.REPO, schema) == []
+    (trigger,) = [t for t in function_props(rendered)["triggers"] if t["triggerType"] == "eventbridge"]
+    source = trigger["triggerConfig"]["eventSourceConfig"]
+    assert source["eventSourceType"] == "MNS"
+    assert source["eventSourceParameters"]["sourceMNSParameters"]["QueueName"].startswith("ice-callback-")
+
+
+@pytest.mark.parametrize("variable", ["FUNCTION_ROLE_ARN", "FAILURE_DESTINATION_ARN", "CALLBACK_AUTH_KEY"])
+def test_what_only_the_deployer_knows_is_required(s_binary, variable):
+    env = {k: v for k, v in tc.EXAMPLE_ENV.items() if k != variable}
+    with pytest.raises(tc.RenderError, match=variable):
+        tc.render_with_s(TEMPLATE, env, s_binary)
+    with pytest.raises(tc.RenderError, match=variable):
+        tc.render_in_python(TEMPLATE, env)
+
+
+def test_the_policies_name_the_deployers_resources():
+    env = {**tc.EXAMPLE_ENV, "RECORD_PREFIX": "prod/ice", "TABLESTORE_INSTANCE": "records", "ICE_REGION": "cn-beijing"}
+    policies = tc.render_in_python(TEMPLATE, env)["vars"]["ramPolicy"]
+    oss_resources = [r for s in policies["oss"]["Statement"] for r in s["Resource"]]
+    assert "acs:oss:*:*:example-ice-records/prod/ice/*" in oss_resources
+    assert "acs:oss:*:*:example-ice-records" in oss_resources
+    ots_resources = [r for s in policies["tablestore"]["Statement"] for r in s["Resource"]]
+    assert "acs:ots:cn-beijing:*:instance/records/table/ice_upload_jobs" in ots_resources
+    assert "acs:ots:cn-beijing:*:instance/records/table/ice_upload_jobs_pending" in ots_resources
+    for policy in policies.values():
+        assert tc.EXAMPLE_ENV["FAILURE_DESTINATION_ARN"] in [r for s in policy["Statement"] for r in s["Resource"]]
+
+
+# ---------------------------------------------------------------- the check fails on broken templates
+
+# (what is broken, text in template.yml, its broken replacement, what the check must say)
+BROKEN = [
+    ("bad runtime", "runtime: python3.10", "runtime: python3.7", "runtime: 'python3.7' is not one of"),
+    ("missing handler", "      handler: index.handler\n", "", "'handler' is a required property"),
+    ("handler that does not exist", "handler: index.handler", "handler: index.handle",
+     "index has no function handle"),
+    ("initializer in a missing module", "handler: index.initialize", "handler: main.initialize",
+     "no module main"),
+    ("wildcard action", "            - oss:PutObject\n", "            - oss:*\n", "wildcard action 'oss:*'"),
+    ("five-field cron", "'0 */5 * * * *'", "'*/5 * * * *'", "must have six fields"),
+    ("misspelt variable", "ICE_MAX_QPS: ", "ICE_MAX_QSP: ", "ICE_MAX_QSP is not read by the code"),
+    ("variable the code refuses", "'ICE_CONCURRENCY', '8'", "'ICE_CONCURRENCY', 'eight'",
+     "the code refuses them: ICE_CONCURRENCY"),
+    ("no vendored dependencies on the path", "PYTHONPATH: /code/python", "PYTHONPATH: /code/lib",
+     "PYTHONPATH must include /code/python"),
+    ("HTTP trigger taking GET", "              - POST\n", "              - POST\n              - GET\n",
+     "methods must be [POST]"),
+    ("memory FC cannot give", "memorySize: 256", "memorySize: 250", "250 is not a multiple of 64"),
+    ("property fc3 does not know", "diskSize: 512", "diskSize: 512\n      memorysize: 256",
+     "memorysize is not an fc3 property"),
+    ("no failure destination", "            destination: ${vars.failureDestination}\n", "",
+     "onFailure.destination must be an ARN"),
+    ("store action the store does not use", "            - ots:GetRange\n",
+     "            - ots:GetRange\n            - ots:UpdateTable\n", "allows ['ots:UpdateTable']"),
+    ("store action missing", "            - ots:BatchGetRow\n", "", "lacks ['ots:BatchGetRow']"),
+]
+
+
+def break_template(*defects) -> str:
+    text = TEMPLATE.read_text()
+    for _, old, new, _ in defects:
+        assert old in text, f"template.yml no longer contains {old!r}; update BROKEN"
+        text = text.replace(old, new, 1)
+    return text
+
+
+@pytest.mark.parametrize("defect", BROKEN, ids=[b[0] for b in BROKEN])
+def test_the_check_reports_a_broken_template(defect, schema, tmp_path):
+    path = write_variant(tmp_path, break_template(defect))
+    problems = tc.check(tc.render_in_python(path, tc.EXAMPLE_ENV), tc.REPO, schema)
+    assert any(defect[3] in problem for problem in problems), problems
+
+
+def test_s_preview_of_a_template_broken_every_way_reports_each_defect(s_binary, schema, tmp_path):
+    # one at a time where two defects would hide each other (missing handler / unknown handler)
+    defects = [d for d in BROKEN if d[0] not in ("handler that does not exist",)]
+    path = write_variant(tmp_path, break_template(*defects))
+    problems = tc.check(tc.render_with_s(path, tc.EXAMPLE_ENV, s_binary), tc.REPO, schema)
+    for defect in defects:
+        assert any(defect[3] in problem for problem in problems), (defect[0], problems)
+
+
+def test_a_template_that_does_not_render_is_reported(s_binary, tmp_path):
+    path = write_variant(tmp_path, TEMPLATE.read_text().replace("${vars.region}", "${vars.regoin}", 1))
+    with pytest.raises(tc.RenderError):
+        tc.render_with_s(path, tc.EXAMPLE_ENV, s_binary)
+    with pytest.raises(tc.RenderError, match="vars.regoin"):
+        tc.render_in_python(path, tc.EXAMPLE_ENV)
+
+
+def test_the_command_line_check_exits_non_zero_on_problems(tmp_path, capsys):
+    path = write_variant(tmp_path, break_template(BROKEN[5]))  # five-field cron
+    assert tc.main(["--template", str(path), "--example-env", "--python-renderer"]) == 1
+    assert "six fields" in capsys.readouterr().out
+    assert tc.main(["--template", str(TEMPLATE), "--example-env", "--python-renderer"]) == 0
