@@ -5,6 +5,7 @@ file in ``events/`` through the real handler (the official SDK signs real HTTP c
 the emulator), then prints the resulting records as a table.
 
     make local                      # or: .venv/bin/python -m tests.local_run [--keep]
+    .venv/bin/python -m tests.local_run --store tablestore   # the local Tablestore server instead
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "function"))
 
 from tests.emulators.ice import IceEmulator  # noqa: E402
+from tests.emulators.tablestore import TablestoreServer  # noqa: E402
 from tests.scenario import (  # noqa: E402
     CALLBACK_AUTH_KEY,
     CALLBACK_URL,
@@ -45,6 +47,8 @@ COLUMNS = [("job_id", 34), ("state", 11), ("ice_status", 19), ("media_id", 12), 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=["file", "tablestore"], default="file",
+                        help="file: a folder; tablestore: the local Tablestore server through the official SDK")
     parser.add_argument("--records", default=str(ROOT / ".local-records"), help="file store folder")
     parser.add_argument("--keep", action="store_true", help="keep records from an earlier run")
     parser.add_argument("--verbose", action="store_true", help="show the function's JSON log lines")
@@ -56,8 +60,9 @@ def main() -> int:
     records = Path(args.records)
     if records.exists() and not args.keep:
         shutil.rmtree(records)
-    with IceEmulator() as ice:
+    with IceEmulator() as ice, TablestoreServer(instance="local") as tablestore:
         ice.add_access_key("local-ak", "local-secret")
+        tablestore.add_access_key("local-ak", "local-secret")
         for job in seed_jobs():
             fields = dict(job)
             ice.put_job(fields.pop("JobId"), **fields)
@@ -67,7 +72,15 @@ def main() -> int:
             "RECORD_STORE": f"file://{records}", "CALLBACK_AUTH_KEY": CALLBACK_AUTH_KEY,
             "CALLBACK_URL": CALLBACK_URL,
         })
-        print(f"ICE emulator at {ice.endpoint} with {len(seed_jobs())} seeded jobs; records in {records}\n")
+        where = str(records)
+        if args.store == "tablestore":
+            os.environ.update({"RECORD_STORE": "tablestore://local/ice_uploads",
+                               "TABLESTORE_ENDPOINT": tablestore.endpoint})
+            from ice_upload_sync.stores.tablestore import main as tablestore_setup
+
+            tablestore_setup(["create-tables"])  # the one-off set-up, as a user runs it
+            where = f"tablestore://local/ice_uploads at {tablestore.endpoint}"
+        print(f"ICE emulator at {ice.endpoint} with {len(seed_jobs())} seeded jobs; records in {where}\n")
 
         import index
 
@@ -105,7 +118,7 @@ def main() -> int:
         answer = index.handler(json.dumps(load_event("timer-sweep.json")).encode(), context)
         print(f"{'(ICE finishes 2 jobs) timer-sweep.json':38} {'ok':8} {'':9}  " + _brief(answer))
         print(f"\n{len(ice.calls)} GetUrlUploadInfos calls in all\n")
-    _print_table(records)
+        _print_table(index._app.store, sorted(ice._jobs), where)
     return 0
 
 
@@ -122,9 +135,10 @@ def _brief(summary: dict) -> str:
     return text
 
 
-def _print_table(records: Path) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted((records / "jobs").glob("*.json"))]
-    pending = {p.name for p in (records / "pending").iterdir()} if (records / "pending").exists() else set()
+def _print_table(store, job_ids, where: str) -> None:
+    """What the store holds for every job ICE knows, read back through the store's own interface."""
+    rows = [record.to_dict() for record in map(store.load, job_ids) if record is not None]
+    pending = set(store.pending_job_ids())
     print("  ".join(name.ljust(width) for name, width in COLUMNS) + "  pending")
     print("  ".join("-" * width for _, width in COLUMNS) + "  -------")
     for row in sorted(rows, key=lambda r: (r["final"], r["state"], r["job_id"])):
@@ -134,7 +148,7 @@ def _print_table(records: Path) -> None:
             text = "-" if value is None else str(value)
             cells.append((text if len(text) <= width else text[: width - 1] + "~").ljust(width))
         print("  ".join(cells) + ("  yes" if row["job_id"] in pending else ""))
-    print(f"\n{len(rows)} records, {len(pending)} pending; one JSON file per job in {records / 'jobs'}")
+    print(f"\n{len(rows)} records, {len(pending)} pending, in {where}")
 
 
 if __name__ == "__main__":
