@@ -45,7 +45,7 @@ S_VERSION = "3.1.10"
 EXAMPLE_ENV = {
     "FUNCTION_ROLE_ARN": "acs:ram::1234567890123456:role/ice-upload-sync",
     "FAILURE_DESTINATION_ARN": "acs:mns:cn-shanghai:1234567890123456:/queues/ice-upload-sync-failed/messages",
-    "CALLBACK_AUTH_KEY": "example-auth-key",
+    "CALLBACK_AUTH_KEY": "ExampleAuthKey2026",
     "RECORD_BUCKET": "example-ice-records",
 }
 # Set by FC itself (FC_*; ALIBABA_CLOUD_* on python3.12, where the context has no credentials).
@@ -396,8 +396,13 @@ def trigger_problems(props: Mapping[str, Any], where: str) -> List[str]:
         if trigger.get("triggerType") == "http":
             if config.get("methods") != ["POST"]:
                 problems.append(f"{at}: ICE callbacks are POST; methods must be [POST], got {config.get('methods')}")
-            if config.get("authType") == "anonymous" and not str(variables.get("CALLBACK_AUTH_KEY", "")).strip():
+            keys = [k.strip() for k in str(variables.get("CALLBACK_AUTH_KEY", "")).split(",") if k.strip()]
+            if config.get("authType") == "anonymous" and not keys:
                 problems.append(f"{at}: an anonymous HTTP trigger needs CALLBACK_AUTH_KEY (ICE signs its callbacks)")
+            for number, key in enumerate(keys, 1):  # ICE's rule for an AuthKey (SetEventCallback)
+                if len(key) > 32 or not all(re.search(chars, key) for chars in ("[a-z]", "[A-Z]", "[0-9]")):
+                    problems.append(f"{at}: CALLBACK_AUTH_KEY key #{number} is not one ICE accepts: at most 32 "
+                                    f"characters with upper- and lower-case letters and digits")
     return problems
 
 

@@ -142,6 +142,8 @@ BROKEN = [
      "PYTHONPATH must include /code/python"),
     ("HTTP trigger taking GET", "              - POST\n", "              - POST\n              - GET\n",
      "methods must be [POST]"),
+    ("callback key ICE refuses", "${env('CALLBACK_AUTH_KEY')}", "${env('CALLBACK_AUTH_KEY')},lowercaseonly",
+     "key #2 is not one ICE accepts"),
     ("memory FC cannot give", "memorySize: 256", "memorySize: 250", "250 is not a multiple of 64"),
     ("property fc3 does not know", "diskSize: 512", "diskSize: 512\n      memorysize: 256",
      "memorysize is not an fc3 property"),
