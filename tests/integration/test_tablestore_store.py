@@ -291,6 +291,9 @@ def test_busy_answers_are_retried_within_bounds(server, store, monkeypatch):
     server.clear_faults()
     server.fail_next(1, api="BatchWriteRow", status=500, code="OTSInternalServerError")
     assert store.save(final("job00002")).changed  # writes are retried too: they are conditional
+    server.fail_next(1, api="BatchGetRow", status=403, code="OTSQuotaExhausted", message="Quota exhausted.")
+    server.fail_next(1, api="BatchGetRow", status=503, code="OTSTimeout", message="Operation timeout.")
+    assert store.save(final("job00003")).changed
 
 
 def test_a_missing_table_says_how_to_create_it(server):

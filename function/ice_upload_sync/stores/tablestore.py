@@ -125,6 +125,10 @@ class BoundedRetryPolicy(DefaultRetryPolicy):
     def is_repeatable_api(self, api_name: str) -> bool:
         return True  # the SDK's own write-retry list misspells UpdateRow
 
+    def _can_retry(self, retry_times: int, exception: Any, api_name: str) -> bool:
+        # the SDK retries OTSQuotaExhausted only for one message ("Too frequent table operations.")
+        return exception.code == "OTSQuotaExhausted" or super()._can_retry(retry_times, exception, api_name)
+
 
 # ---------------------------------------------------------------- rows <-> records
 
