@@ -1,0 +1,84 @@
+"""Backlogs larger than one invocation, end to end with each store: budget, cursor, wraparound, shards."""
+from __future__ import annotations
+
+import zlib
+
+import pytest
+from ice_upload_sync.errors import SyncIncomplete
+
+from tests.scenario import load_event
+
+JOBS = [f"sweep{n:04d}" for n in range(30)]
+
+
+def shard_event(shard: str) -> dict:
+    return {"triggerTime": "2026-11-25T03:00:00Z", "triggerName": "sweep-shard", "payload": f'{{"Shard": "{shard}"}}'}
+
+
+@pytest.fixture
+def backlog(ice, fc, monkeypatch):
+    """30 tracked jobs in flight; ICE answers in 0.2 s, one call at a time, and a sweep may take 0.1 s.
+
+    So each sweep starts exactly its first window of two batches (20 jobs) and stops.
+    """
+    for job_id in JOBS:
+        ice.put_job(job_id, Status="UPLOADING")
+    fc.invoke({"UploadJobs": [{"JobId": j} for j in JOBS]})
+    monkeypatch.setenv("ICE_CONCURRENCY", "1")
+    monkeypatch.setenv("SWEEP_BUDGET_S", "0.1")
+    fc.restart()
+    ice.latency_s = 0.2
+    ice.reset_calls()
+    return fc
+
+
+def checked(ice) -> list:
+    return [j for call in ice.calls for j in call.job_ids]
+
+
+def test_a_backlog_is_worked_through_over_several_sweeps_and_wraps_around(ice, backlog):
+    seen = []
+    for _ in range(2):
+        ice.reset_calls()
+        summary = backlog.invoke(load_event("timer-sweep.json"))
+        assert summary["checked"] == 20 and summary["api_calls"] == 2 and not summary["complete"]
+        assert summary["cursor"] == checked(ice)[-1] and summary["failed"] == []
+        seen += checked(ice)
+    assert seen == JOBS + JOBS[:10]  # in order, and the second sweep went round to the start
+    assert backlog.pending() == set(JOBS)  # nothing was lost on the way
+
+
+def test_a_sweep_with_time_for_everything_finishes_and_forgets_its_cursor(ice, backlog, monkeypatch):
+    backlog.invoke(load_event("timer-sweep.json"))  # stops after 20 jobs
+    monkeypatch.delenv("SWEEP_BUDGET_S")
+    backlog.restart()
+    ice.latency_s = 0.0
+    ice.reset_calls()
+    summary = backlog.invoke(load_event("timer-sweep.json"))
+    assert summary["complete"] and summary["cursor"] is None and summary["checked"] == 30
+    assert checked(ice) == JOBS[20:] + JOBS[:20]  # from after the cursor, round to it
+
+
+def test_each_shard_sweeps_its_own_jobs_and_the_shards_cover_all(ice, backlog):
+    seen = []
+    for index in range(2):
+        ice.reset_calls()
+        summary = backlog.invoke(shard_event(f"{index}/2"))
+        mine = [j for j in JOBS if zlib.crc32(j.encode()) % 2 == index]  # 14 and 16 jobs: two batches each
+        assert summary["shard"] == f"{index}/2" and checked(ice) == mine
+        assert summary["complete"] and summary["api_calls"] == 2
+        seen += checked(ice)
+    assert sorted(seen) == JOBS
+
+
+def test_a_sweep_with_failed_jobs_raises_after_recording_the_others(ice, fc):
+    for job_id in JOBS[:12]:
+        ice.put_job(job_id, Status="UPLOADING")
+    fc.invoke({"UploadJobs": [{"JobId": j} for j in JOBS[:12]]})
+    ice.fail_next(1, status=400, code="InvalidParameter", message="refused")  # not retryable
+    with pytest.raises(SyncIncomplete) as raised:
+        fc.invoke(load_event("timer-sweep.json"))
+    summary = raised.value.summary
+    assert summary["failed_count"] in (2, 10) and len(summary["failed"]) == summary["failed_count"]
+    assert summary["unchanged"] == 12 - summary["failed_count"]
+    assert fc.pending() == set(JOBS[:12])  # still tracked: the next sweep tries again

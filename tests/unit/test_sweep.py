@@ -1,0 +1,316 @@
+"""The sweep pipeline against in-memory stand-ins: batching, cursor, wraparound, shards, budget, writes."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import zlib
+from datetime import datetime, timezone
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ice_upload_sync.config import Settings
+from ice_upload_sync.errors import BadRequest, StoreError, SyncIncomplete, UpstreamError
+from ice_upload_sync.events import Shard, SyncRequest, parse_event, parse_shard, shard_of
+from ice_upload_sync.ice import BatchOutcome, IceAnswer
+from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo, merge
+from ice_upload_sync.stores import Tracking
+from ice_upload_sync.stores.base import RecordStore
+from ice_upload_sync.sync import LIST_CAP, SyncService, _capability
+
+NOW = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
+CREATED = "2026-11-25T02:00:00Z"
+SWEEP = SyncRequest(source="timer", sweep=True)
+
+
+def ids(count: int, prefix: str = "job") -> List[str]:
+    return [f"{prefix}{n:05d}" for n in range(count)]
+
+
+class Ice:
+    """Answers every job as still uploading; records which batches it was asked, in which thread."""
+
+    def __init__(self, *, latency_s: float = 0.0, unknown: Sequence[str] = (), fail: Sequence[str] = ()) -> None:
+        self.latency_s = latency_s
+        self.unknown = set(unknown)
+        self.fail = set(fail)
+        self.batches: List[tuple] = []
+        self._lock = threading.Lock()
+
+    def lookup(self, job_ids, upload_urls, *, deadline, retry=True) -> Iterator[BatchOutcome]:
+        for start in range(0, len(job_ids), 10):
+            batch = tuple(job_ids[start:start + 10])
+            with self._lock:
+                self.batches.append(batch)
+            if self.latency_s:
+                time.sleep(self.latency_s)
+            if self.fail & set(batch):
+                yield BatchOutcome("JobIds", batch, None, UpstreamError("InvalidParameter"), 1)
+                continue
+            infos = tuple(UploadInfo(j, status="UPLOADING", creation_time=CREATED) for j in batch
+                          if j not in self.unknown)
+            missing = tuple(j for j in batch if j in self.unknown)
+            yield BatchOutcome("JobIds", batch, IceAnswer("req", infos, missing), None, 1)
+
+    @property
+    def checked(self) -> List[str]:
+        return [j for batch in self.batches for j in batch]
+
+
+class MemoryStore:
+    """Records, markers and cursors in dicts; lists pending jobs in ascending order like file and OSS."""
+
+    def __init__(self, pending: Sequence[str] = ()) -> None:
+        self.records: Dict[str, JobRecord] = {}
+        self.markers: Dict[str, Tracking] = {j: Tracking(j, CREATED, "direct") for j in pending}
+        self.cursors: Dict[str, str] = {}
+        self.saved_by: set = set()
+        self.unwritable: set = set()
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return "memory"
+
+    def bind(self, credentials) -> None:
+        pass
+
+    def load(self, job_id: str) -> Optional[JobRecord]:
+        return self.records.get(job_id)
+
+    def tracking(self, job_id: str) -> Optional[Tracking]:
+        return self.markers.get(job_id)
+
+    def track(self, tracking: Tracking) -> bool:
+        with self._lock:
+            created = tracking.job_id not in self.markers
+            self.markers.setdefault(tracking.job_id, tracking)
+            return created
+
+    def save(self, fresh: JobRecord) -> MergeResult:
+        if fresh.job_id in self.unwritable:
+            raise StoreError(f"memory store: cannot write {fresh.job_id}")
+        with self._lock:
+            self.saved_by.add(threading.current_thread().name)
+            result = merge(self.records.get(fresh.job_id), fresh)
+            self.records[fresh.job_id] = result.record
+            if result.record.final:
+                self.markers.pop(fresh.job_id, None)
+            return result
+
+    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
+        return iter(sorted(j for j in list(self.markers) if after is None or j > after))
+
+    def load_cursor(self, name: str) -> Optional[str]:
+        return self.cursors.get(name)
+
+    def save_cursor(self, name: str, value: Optional[str]) -> None:
+        if value is None:
+            self.cursors.pop(name, None)
+        else:
+            self.cursors[name] = value
+
+
+class BatchingStore(MemoryStore):
+    def __init__(self, pending: Sequence[str] = ()) -> None:
+        super().__init__(pending)
+        self.calls: List[int] = []
+
+    def save_many(self, records):
+        self.calls.append(len(records))
+        results = []
+        for record in records:
+            try:
+                results.append(MemoryStore.save(self, record))
+            except StoreError as exc:
+                results.append(exc)
+        return results
+
+
+class CursorlessStore(MemoryStore):
+    """A store from before cursors: no load_cursor / save_cursor, and no ``after``."""
+
+    load_cursor = None  # type: ignore[assignment]
+    save_cursor = None  # type: ignore[assignment]
+
+    def pending_job_ids(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(sorted(self.markers))
+
+
+def service(store, ice, **settings) -> SyncService:
+    return SyncService(ice, store, Settings(**settings), clock=lambda: NOW)
+
+
+def sweep(store, ice, request: SyncRequest = SWEEP, **settings):
+    return service(store, ice, **settings).run(request, deadline=time.monotonic() + 60)
+
+
+# ---------------------------------------------------------------- shards (pure)
+
+
+def test_shard_of_is_crc32_not_the_salted_hash():
+    assert shard_of("3829500c0fef429fa4ec1680b122d001", 7) == zlib.crc32(b"3829500c0fef429fa4ec1680b122d001") % 7
+    assert shard_of("job00001", 1) == 0
+
+
+@given(st.lists(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,20}", fullmatch=True), max_size=50),
+       st.integers(min_value=1, max_value=16))
+def test_the_shards_of_k_split_every_set_of_jobs_exactly_once(job_ids, count):
+    owners = [[i for i in range(count) if job in Shard(i, count)] for job in job_ids]
+    assert all(len(found) == 1 for found in owners)
+
+
+@pytest.mark.parametrize("text, shard", [("0/1", Shard(0, 1)), ("3/4", Shard(3, 4)), (" 1 / 2 ", Shard(1, 2))])
+def test_a_shard_reads_i_of_k(text, shard):
+    assert parse_shard(text) == shard and shard.cursor_name == f"sweep-{shard.index}-of-{shard.count}"
+
+
+@pytest.mark.parametrize("bad", ["4/4", "1/0", "-1/4", "a/b", "1", 3, None, "1/2000", "1/2/3"])
+def test_a_bad_shard_is_refused_with_what_a_shard_looks_like(bad):
+    with pytest.raises(BadRequest, match="Shard"):
+        parse_shard(bad)
+
+
+def test_a_timer_payload_selects_a_shard_as_an_object_or_a_json_string():
+    as_object = parse_event({"triggerTime": "t", "triggerName": "n", "payload": {"Shard": "1/4"}})
+    as_text = parse_event({"triggerTime": "t", "triggerName": "n", "payload": '{"Shard": "1/4"}'})
+    assert as_object == as_text == SyncRequest(source="timer", sweep=True, shard=Shard(1, 4))
+
+
+def test_an_async_fan_out_invocation_may_name_a_shard():
+    assert parse_event({"Shard": "0/2"}) == SyncRequest(source="direct", sweep=True, shard=Shard(0, 2))
+
+
+@pytest.mark.parametrize("event", [
+    {"triggerTime": "t", "triggerName": "n", "payload": '{"Shard": "9/4"}'},
+    {"Shard": "0/2", "JobIds": ["job00001"]},
+])
+def test_a_bad_shard_request_is_refused(event):
+    with pytest.raises(BadRequest, match="Shard"):
+        parse_event(event)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+@pytest.mark.parametrize("count", [1, 10, 11, 257])
+def test_a_sweep_asks_ice_exactly_once_per_ten_jobs(count):
+    store, ice = MemoryStore(ids(count)), Ice()
+    summary = sweep(store, ice, ice_concurrency=4)
+    assert summary.api_calls == math.ceil(count / 10) == len(ice.batches)
+    assert sorted(ice.checked) == ids(count) and summary.checked == summary.written == count
+    assert summary.complete and summary.cursor is None and store.cursors == {}
+
+
+def test_lookups_run_in_parallel():
+    store, ice = MemoryStore(ids(80)), Ice(latency_s=0.05)
+    started = time.monotonic()
+    summary = sweep(store, ice, ice_concurrency=8)
+    assert summary.written == 80 and time.monotonic() - started < 0.3  # 8 batches x 50 ms, not in series
+
+
+def test_without_save_many_records_are_written_by_a_pool_of_threads():
+    store = MemoryStore(ids(200))
+    summary = sweep(store, Ice(latency_s=0.002), ice_concurrency=4)
+    assert summary.written == 200 and all(name.startswith("store") for name in store.saved_by)
+
+
+def test_a_store_that_batches_gets_each_answer_in_one_save_many():
+    store = BatchingStore(ids(25))
+    summary = sweep(store, Ice())
+    assert sorted(store.calls) == [5, 10, 10] and summary.written == 25
+
+
+def test_save_many_failures_are_reported_per_record():
+    store = BatchingStore(ids(10))
+    store.unwritable = {"job00003"}
+    summary = sweep(store, Ice())
+    assert summary.failed == ["job00003"] and summary.failed_count == 1 and summary.written == 9
+
+
+def test_the_protocol_placeholders_are_not_capabilities():
+    class Declared(RecordStore):  # a store that names the protocol as its base class
+        pass
+
+    assert _capability(Declared(), "save_many") is None and _capability(Declared(), "load_cursor") is None
+    assert _capability(BatchingStore(), "save_many") is not None
+
+
+# ---------------------------------------------------------------- cursor, wraparound, budget
+
+
+def test_a_sweep_resumes_after_the_cursor_and_wraps_around_to_it():
+    store, ice = MemoryStore(ids(30)), Ice()
+    store.cursors["sweep"] = "job00014"
+    summary = sweep(store, ice, ice_concurrency=1)
+    assert ice.checked == ids(30)[15:] + ids(30)[:15]
+    assert summary.complete and "sweep" not in store.cursors  # a full round: start at the top next time
+
+
+def test_a_sweep_that_meets_its_budget_leaves_a_cursor_and_the_next_one_continues():
+    store = MemoryStore(ids(50))
+    seen: List[str] = []
+    for _ in range(3):
+        ice = Ice(latency_s=0.1)
+        # budget 0.05 s: the two batches of the first window start, nothing after them
+        summary = sweep(store, ice, ice_concurrency=1, sweep_budget_s=0.05)
+        assert not summary.complete and summary.checked == 20 and summary.cursor == ice.checked[-1]
+        assert store.cursors["sweep"] == summary.cursor
+        seen += ice.checked
+    assert seen == ids(50) + ids(50)[:10]  # the third run wrapped around: nobody starves
+
+
+def test_a_store_without_cursors_is_swept_from_the_start():
+    store = CursorlessStore(ids(30))
+    ice = Ice(latency_s=0.1)
+    summary = sweep(store, ice, ice_concurrency=1, sweep_budget_s=0.05)
+    assert not summary.complete and summary.cursor is None and ice.checked == ids(20)
+
+
+def test_batches_that_ran_out_of_time_are_not_passed_by_the_cursor():
+    class Deadline(Ice):
+        def lookup(self, job_ids, upload_urls, *, deadline, retry=True):
+            if job_ids[0] == "job00010":
+                error = UpstreamError("no time left", code="Deadline", retryable=True)
+                yield BatchOutcome("JobIds", tuple(job_ids), None, error, 0)
+                return
+            yield from super().lookup(job_ids, upload_urls, deadline=deadline, retry=retry)
+
+    store = MemoryStore(ids(30))
+    summary = sweep(store, Deadline(), ice_concurrency=1)
+    assert not summary.complete and summary.cursor == store.cursors["sweep"] == "job00009"
+    assert summary.deferred_count == 10 and summary.failed == []
+
+
+def test_a_shard_sweeps_only_its_jobs_with_a_cursor_of_its_own():
+    jobs = ids(100)
+    store, ice = MemoryStore(jobs), Ice(latency_s=0.1)
+    request = SyncRequest(source="timer", sweep=True, shard=Shard(1, 3))
+    summary = sweep(store, ice, request, ice_concurrency=1, sweep_budget_s=0.05)
+    mine = [j for j in jobs if zlib.crc32(j.encode()) % 3 == 1]
+    assert ice.checked == mine[:20] and summary.shard == "1/3"
+    assert store.cursors == {"sweep-1-of-3": mine[19]}
+
+
+# ---------------------------------------------------------------- the answer stays small
+
+
+def test_the_answer_lists_at_most_a_hundred_ids_of_each_kind_with_their_counts():
+    unknown = ids(250, "gone")
+    summary = service(MemoryStore(), Ice(unknown=unknown)).run(
+        SyncRequest(source="direct", job_ids=tuple(unknown)), deadline=time.monotonic() + 60)
+    answer = summary.to_dict()
+    assert len(answer["not_found"]) == LIST_CAP and answer["not_found_count"] == 250
+    assert answer["failed"] == [] and answer["failed_count"] == 0
+
+
+def test_the_handler_raises_when_any_job_failed_even_past_the_listed_hundred(monkeypatch):
+    import index
+
+    store = MemoryStore(ids(150))
+    store.unwritable = set(ids(150))
+    app = index.App(Settings(), Ice(), store, service(store, Ice()))  # type: ignore[arg-type]
+    with pytest.raises(SyncIncomplete) as raised:
+        index._run(app, SWEEP, None, time.monotonic() + 60, time.monotonic())
+    assert raised.value.summary["failed_count"] == 150 and len(raised.value.summary["failed"]) == LIST_CAP
