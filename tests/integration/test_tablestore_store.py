@@ -384,3 +384,10 @@ def test_the_set_up_command_creates_both_tables_once(server, monkeypatch, capsys
     assert capsys.readouterr().out.splitlines() == [f"created {table}", f"created {table}_pending",
                                                     f"{table} exists", f"{table}_pending exists"]
     assert {table, f"{table}_pending"} <= set(server.table_names())
+
+
+def test_a_marker_without_columns_falls_back_to_its_write_time(server, store, table):
+    store.client.put_row(f"{table}_pending", ts_module.ots.Row([("job_id", "job00009")], [("other", 1)]),
+                         ts_module.ots.Condition("IGNORE"))
+    marker = store.tracking("job00009")
+    assert marker.source == "timer" and marker.first_seen_at.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))

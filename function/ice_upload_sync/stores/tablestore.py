@@ -29,6 +29,7 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -37,7 +38,7 @@ from tablestore.retry import DefaultRetryPolicy
 
 from ..config import Settings
 from ..errors import ConfigError, StoreError
-from ..records import JobRecord, MergeResult, merge
+from ..records import JobRecord, MergeResult, format_time, merge
 from .base import Tracking
 
 logger = logging.getLogger(__name__)
@@ -281,18 +282,16 @@ class TablestoreStore:
 
     @staticmethod
     def _parse_marker(job_id: str, columns: Any) -> Tracking:
-        data = {column[0]: column[1] for column in columns or ()}
-        # the write time of first_seen_at is the fallback, as a file's mtime is for the file store
-        stamp = next((column[2] for column in columns or () if column[0] == "first_seen_at" and len(column) > 2), None)
-        fallback = data.get("first_seen_at")
-        if not fallback and stamp:
-            from datetime import datetime, timezone
-
-            from ..records import format_time
-
-            fallback = format_time(datetime.fromtimestamp(stamp / 1000.0, tz=timezone.utc))
-        raw = json.dumps({"first_seen_at": data.get("first_seen_at"), "source": data.get("source")}).encode()
-        return Tracking.from_json(job_id, raw, fallback or "")
+        data = {column[0]: column for column in columns or ()}
+        first_seen = data.get("first_seen_at")
+        if first_seen and first_seen[1]:
+            first_seen_at = str(first_seen[1])
+        else:  # like a marker file without a body: when it was written
+            stamp = next((column[2] for column in data.values() if len(column) > 2 and column[2]), None)
+            when = datetime.fromtimestamp(stamp / 1000.0, tz=timezone.utc) if stamp else datetime.now(timezone.utc)
+            first_seen_at = format_time(when)
+        source = data.get("source")
+        return Tracking(job_id, first_seen_at, str(source[1]) if source and source[1] else "timer")
 
     def track(self, tracking: Tracking) -> bool:
         job_id = tracking.job_id
