@@ -484,16 +484,8 @@ def build(argv: Optional[List[str]] = None) -> IceEmulator:
 def main(argv: Optional[List[str]] = None) -> None:
     emulator = build(argv).start()
     keys = ", ".join(sorted(emulator._keys))
-    print(f"ICE emulator listening on {emulator.endpoint} (access keys: {keys}; {len(emulator._jobs)} jobs)",
-          flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.stop()
-
+    emulator.serve_until_interrupted(f"ICE emulator listening on {{endpoint}} (access keys: {keys}; "
+                                     f"{len(emulator._jobs)} jobs)")
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional, Set
 
@@ -55,6 +56,16 @@ class LoopbackServer:
         self._stopped_server(server)
         if thread is not None:
             thread.join(timeout=5)
+
+    def serve_until_interrupted(self, banner: str) -> None:
+        """For a command line: start, print ``banner``, serve until Ctrl-C, stop."""
+        with self:
+            print(banner.format(endpoint=self.endpoint), flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
 
     def __enter__(self):
         return self.start()

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import re
 import threading
-import time
 import urllib.request
 import uuid
 from collections import deque
@@ -316,17 +315,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--bucket", action="append", default=[], help="create this bucket (repeatable)")
     args = parser.parse_args(argv)
-    with OssMotoServer(args.host, args.port) as server:
-        for name in args.bucket:
-            server.create_bucket(name)
-        print(f"OSS (moto) on {server.endpoint}; buckets: {', '.join(args.bucket) or 'none'}; Ctrl-C stops",
-              flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-
+    server = OssMotoServer(args.host, args.port)
+    server.start()
+    for name in args.bucket:
+        server.create_bucket(name)
+    server.serve_until_interrupted(f"OSS (moto) on {{endpoint}}; buckets: {', '.join(args.bucket) or 'none'}; "
+                                   "Ctrl-C stops")
 
 if __name__ == "__main__":
     main()

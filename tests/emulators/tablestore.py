@@ -545,15 +545,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     server = TablestoreServer(args.host, args.port, instance=args.instance)
     server.add_access_key(args.access_key_id, args.access_key_secret)
-    with server:
-        print(f"Tablestore server listening on {server.endpoint} (instance {args.instance}, "
-              f"access key {args.access_key_id})", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-
+    server.serve_until_interrupted(f"Tablestore server listening on {{endpoint}} (instance {args.instance}, "
+                                   f"access key {args.access_key_id}); Ctrl-C stops")
 
 if __name__ == "__main__":
     main()
