@@ -304,9 +304,9 @@ def test_sts_credentials_are_sent_with_their_token_and_rebound_only_when_they_ch
     store.save(record())
     sent = {(r.access_key_id, r.security_token) for r in oss_server.requests}
     assert sent == {(STS.access_key_id, STS.security_token)}
-    sdk_bucket = store._bucket
+    sdk_bucket = store._current_bucket()
     store.bind(Credentials(STS.access_key_id, STS.access_key_secret, STS.security_token))
-    assert store._bucket is sdk_bucket  # same credentials: nothing rebuilt
+    assert store._current_bucket() is sdk_bucket  # same credentials: nothing rebuilt
     rotated = Credentials("STS.rotated", "rotated-secret", "rotated-token")
     store.bind(rotated)
     oss_server.reset_requests()

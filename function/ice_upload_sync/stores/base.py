@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Generic, Iterator, List, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 from ..errors import StoreError
 from ..records import JobRecord, MergeResult
@@ -28,6 +29,35 @@ class Tracking:
         except ValueError:
             data = {}
         return cls(job_id, str(data.get("first_seen_at") or fallback_time), str(data.get("source") or "timer"))
+
+
+_Client = TypeVar("_Client")
+
+
+class ClientCache(Generic[_Client]):
+    """A store's SDK client for the current credentials: built on first ``bind``, rebuilt only when they change.
+
+    FC's STS credentials rotate between invocations; rebuilding on every call would throw
+    away the connection pool. ``build(key_id, secret, token)`` makes a client.
+    """
+
+    def __init__(self, build: Callable[[str, str, Optional[str]], _Client]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._client: Optional[_Client] = None
+        self._identity: Optional[Tuple[str, str, Optional[str]]] = None
+
+    def bind(self, credentials: Any) -> None:
+        identity = (credentials.access_key_id, credentials.access_key_secret,
+                    getattr(credentials, "security_token", None) or None)
+        with self._lock:
+            if self._client is None or identity != self._identity:
+                self._client = self._build(*identity)
+                self._identity = identity
+
+    @property
+    def current(self) -> Optional[_Client]:
+        return self._client
 
 
 class RecordStore(Protocol):

@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -37,7 +36,7 @@ from oss2.exceptions import OssError, RequestError
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..records import JobRecord, MergeResult, format_time, merge
-from .base import Tracking
+from .base import ClientCache, Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +124,7 @@ class OssStore:
         self._timeout = (connect_timeout_s, read_timeout_s)
         self._base = f"{prefix}/" if prefix else ""
         self._session = oss2.Session()  # one connection pool across credential rotations
-        self._bind_lock = threading.Lock()
-        self._bucket: Optional[oss2.Bucket] = None
-        self._identity: Optional[Tuple[str, str, Optional[str]]] = None
+        self._buckets: ClientCache[oss2.Bucket] = ClientCache(self._make_bucket)
         if credentials is not None:
             self.bind(credentials)
 
@@ -139,22 +136,18 @@ class OssStore:
 
         The SDK's bucket object is rebuilt only when the credentials change (FC's rotate).
         """
-        identity = (credentials.access_key_id, credentials.access_key_secret,
-                    getattr(credentials, "security_token", None) or None)
-        with self._bind_lock:
-            if self._bucket is not None and identity == self._identity:
-                return
-            key_id, secret, token = identity
-            if _SIGNS_V4:
-                auth = (oss2.StsAuth(key_id, secret, token, auth_version=oss2.AUTH_VERSION_4) if token
-                        else oss2.AuthV4(key_id, secret))
-                extra = {"region": self.region}
-            else:
-                auth = oss2.StsAuth(key_id, secret, token) if token else oss2.Auth(key_id, secret)
-                extra = {}
-            self._bucket = oss2.Bucket(auth, self.endpoint, self.bucket_name, session=self._session,
-                                       connect_timeout=self._timeout, **extra)
-            self._identity = identity
+        self._buckets.bind(credentials)
+
+    def _make_bucket(self, key_id: str, secret: str, token: Optional[str]) -> oss2.Bucket:
+        if _SIGNS_V4:
+            auth = (oss2.StsAuth(key_id, secret, token, auth_version=oss2.AUTH_VERSION_4) if token
+                    else oss2.AuthV4(key_id, secret))
+            extra = {"region": self.region}
+        else:
+            auth = oss2.StsAuth(key_id, secret, token) if token else oss2.Auth(key_id, secret)
+            extra = {}
+        return oss2.Bucket(auth, self.endpoint, self.bucket_name, session=self._session,
+                           connect_timeout=self._timeout, **extra)
 
     # -- keys ---------------------------------------------------------------------
 
@@ -329,7 +322,7 @@ class OssStore:
     # -- oss2 calls, errors translated ------------------------------------------
 
     def _current_bucket(self) -> oss2.Bucket:
-        bucket = self._bucket
+        bucket = self._buckets.current
         if bucket is None:
             raise StoreError(f"OSS store {self.describe()}: no credentials bound")
         return bucket

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import threading
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,7 +38,7 @@ from tablestore.retry import DefaultRetryPolicy
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..records import JobRecord, MergeResult, format_time, merge
-from .base import Tracking
+from .base import ClientCache, Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -195,9 +194,7 @@ class TablestoreStore:
         self.page_size = page_size
         self._socket_timeout_s = socket_timeout_s
         self._max_connection = max_connection
-        self._bind_lock = threading.Lock()
-        self._client: Optional[ots.OTSClient] = None
-        self._identity: Optional[Tuple[str, str, Optional[str]]] = None
+        self._clients: ClientCache[ots.OTSClient] = ClientCache(self._make_client)
         if credentials is not None:
             self.bind(credentials)
 
@@ -206,25 +203,21 @@ class TablestoreStore:
 
     def bind(self, credentials: Any) -> None:
         """An ``OTSClient`` for these credentials (with ``sts_token`` when they carry one); rebuilt on change."""
-        identity = (credentials.access_key_id, credentials.access_key_secret,
-                    getattr(credentials, "security_token", None) or None)
-        with self._bind_lock:
-            if self._client is not None and identity == self._identity:
-                return
-            key_id, secret, token = identity
-            self._client = ots.OTSClient(
-                self.endpoint, key_id, secret, self.instance, sts_token=token,
-                socket_timeout=self._socket_timeout_s, max_connection=self._max_connection,
-                retry_policy=BoundedRetryPolicy(), logger_name=SDK_LOGGER)
-            self._identity = identity
+        self._clients.bind(credentials)
+
+    def _make_client(self, key_id: str, secret: str, token: Optional[str]) -> ots.OTSClient:
+        return ots.OTSClient(self.endpoint, key_id, secret, self.instance, sts_token=token,
+                             socket_timeout=self._socket_timeout_s, max_connection=self._max_connection,
+                             retry_policy=BoundedRetryPolicy(), logger_name=SDK_LOGGER)
 
     # -- calls and errors ---------------------------------------------------------
 
     @property
     def client(self) -> ots.OTSClient:
-        if self._client is None:
+        client = self._clients.current
+        if client is None:
             raise StoreError(f"Tablestore store {self.describe()}: no credentials bound")
-        return self._client
+        return client
 
     def _fail(self, action: str, error: BaseException) -> StoreError:
         where = f"Tablestore store {self.describe()} ({self.endpoint}): cannot {action}"
