@@ -35,6 +35,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 import yaml
 
+from tests.deploy.package import PYTHON_VERSION as PACKAGED_PYTHON
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO.parent / "shared" / "reference" / "fc3-schema.json"
 CACHE = REPO / ".cache" / "deploy"
@@ -246,6 +248,10 @@ def check(document: Mapping[str, Any], template_dir: Path, schema: Optional[Mapp
         problems += environment_problems(props, template_dir, where)
         problems += trigger_problems(props, where)
         problems += async_problems(props, where)
+        runtime = str(props.get("runtime", ""))
+        if runtime.startswith("python") and runtime != f"python{PACKAGED_PYTHON}":
+            problems.append(f"{where}.runtime is {runtime} but make package vendors for python{PACKAGED_PYTHON} "
+                            f"(tests/deploy/package.py PYTHON_VERSION): native modules would not load")
         role = props.get("role")
         if not isinstance(role, str) or not ROLE_ARN.match(role):
             problems.append(f"{where}.role must be the function's RAM role ARN (acs:ram::<account>:role/<name>), "

@@ -136,6 +136,8 @@ def test_the_policies_name_the_deployers_resources():
 # (what is broken, text in template.yml, its broken replacement, what the check must say)
 BROKEN = [
     ("bad runtime", "runtime: python3.10", "runtime: python3.7", "runtime: 'python3.7' is not one of"),
+    ("runtime the package is not built for", "runtime: python3.10", "runtime: python3.12",
+     "make package vendors for python3.10"),
     ("missing handler", "      handler: index.handler\n", "", "'handler' is a required property"),
     ("handler that does not exist", "handler: index.handler", "handler: index.handle",
      "index has no function handle"),
@@ -185,7 +187,7 @@ def test_the_check_reports_a_broken_template(defect, schema, tmp_path):
 
 def test_s_preview_of_a_template_broken_every_way_reports_each_defect(s_binary, schema, tmp_path):
     # one at a time where two defects would hide each other (missing handler / unknown handler)
-    defects = [d for d in BROKEN if d[0] not in ("handler that does not exist",)
+    defects = [d for d in BROKEN if d[0] not in ("handler that does not exist", "runtime the package is not built for")
                and (schema is not None or d[0] not in SCHEMA_DEFECTS)]
     path = write_variant(tmp_path, break_template(*defects))
     problems = tc.check(tc.render_with_s(path, tc.EXAMPLE_ENV, s_binary), tc.REPO, schema)
@@ -202,7 +204,7 @@ def test_a_template_that_does_not_render_is_reported(s_binary, tmp_path):
 
 
 def test_the_command_line_check_exits_non_zero_on_problems(tmp_path, capsys):
-    path = write_variant(tmp_path, break_template(BROKEN[5]))  # five-field cron
+    path = write_variant(tmp_path, break_template(*[d for d in BROKEN if d[0] == "five-field cron"]))
     assert tc.main(["--template", str(path), "--example-env", "--python-renderer"]) == 1
     assert "six fields" in capsys.readouterr().out
     assert tc.main(["--template", str(TEMPLATE), "--example-env", "--python-renderer"]) == 0
