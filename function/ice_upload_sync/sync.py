@@ -120,7 +120,7 @@ class SyncService:
         started = time.monotonic()
         summary = Summary(ignored=list(request.ignored), shard=str(request.shard) if request.shard else None)
         now = self.clock()
-        with _Writer(self.concurrency, summary) as writer:
+        with _Writer(self._write_concurrency(), summary) as writer:
             tracked_ids: Set[str] = set()
             untracked: Set[str] = set()
             if request.track:
@@ -131,6 +131,19 @@ class SyncService:
                 job_ids = [j for j in request.job_ids if j not in untracked]
                 self._check(job_ids, request.upload_urls, request, now, summary, deadline, tracked_ids, writer)
         return summary
+
+    def _write_concurrency(self) -> int:
+        """Writer threads: ``ICE_CONCURRENCY``, or fewer when the store says more do not help.
+
+        A store may set ``write_concurrency`` (optional, an int): the file store sets 1,
+        since its writes are local syscalls that only fight over the interpreter lock
+        (measured: a sweep of 10,000 unchanged jobs 1.2x the ideal with one writer, 1.6x
+        with eight); network stores (OSS) wait on round trips and use the full pool.
+        """
+        preferred = getattr(self.store, "write_concurrency", None)
+        if isinstance(preferred, int) and preferred >= 1:
+            return min(self.concurrency, preferred)
+        return self.concurrency
 
     # -- steps --------------------------------------------------------------------
 
@@ -168,15 +181,15 @@ class SyncService:
                 logger.warning("cannot read the sweep cursor %s: %s", cursor_name, exc)
         keys = _Listing(_wrapped(self.store, cursor), request.shard)
         stop_at = self._stop_submitting_at(started, deadline)
-        batches: Dict[int, Tuple[str, bool]] = {}  # batch number -> (last key, checked)
+        progress = _Progress()
         for number, outcome in self._pipelined(keys, deadline=deadline, stop_at=stop_at):
             summary.checked += len(outcome.keys)
             out_of_time = outcome.answer is None and outcome.error is not None and outcome.error.code == "Deadline"
-            batches[number] = (outcome.keys[-1], not out_of_time)
+            progress.finished(number, outcome.keys[-1], checked=not out_of_time)
             self._settle(outcome, request, now, summary, set(outcome.keys), writer)
         writer.drain()
-        stopped_at = _contiguous_end(batches)
-        summary.complete = keys.exhausted and all(checked for _, checked in batches.values())
+        stopped_at = progress.last_key
+        summary.complete = keys.exhausted and progress.unbroken
         if save_cursor is None:
             return
         # Finished: forget the cursor (the next sweep starts at the top). Stopped: the last
@@ -434,15 +447,30 @@ def _wrapped(store: RecordStore, cursor: Optional[str]) -> Iterator[str]:
     yield from itertools.takewhile(lambda job_id: job_id <= cursor, store.pending_job_ids())
 
 
-def _contiguous_end(batches: Dict[int, Tuple[str, bool]]) -> Optional[str]:
-    """The last key of the unbroken run of checked batches from the first one."""
-    last = None
-    for number in itertools.count():
-        entry = batches.get(number)
-        if entry is None or not entry[1]:
-            return last
-        last = entry[0]
-    return last  # pragma: no cover
+class _Progress:
+    """How far the sweep got without a gap: batches finish out of order, the cursor must not.
+
+    Holds only the batches that finished ahead of an unfinished one (at most the window).
+    """
+
+    def __init__(self) -> None:
+        self.last_key: Optional[str] = None  # last key of the unbroken run of checked batches
+        self.unbroken = True  # False once a batch ran out of time
+        self._next = 0
+        self._ahead: Dict[int, Tuple[str, bool]] = {}
+
+    def finished(self, number: int, last_key: str, *, checked: bool) -> None:
+        self._ahead[number] = (last_key, checked)
+        while self.unbroken and self._next in self._ahead:
+            key, ok = self._ahead.pop(self._next)
+            if not ok:
+                self.unbroken = False
+                self._ahead.clear()
+                break
+            self.last_key = key
+            self._next += 1
+        if not self.unbroken:
+            self._ahead.clear()
 
 
 def _capability(store: Any, name: str) -> Optional[Callable[..., Any]]:

@@ -314,3 +314,17 @@ def test_the_handler_raises_when_any_job_failed_even_past_the_listed_hundred(mon
     with pytest.raises(SyncIncomplete) as raised:
         index._run(app, SWEEP, None, time.monotonic() + 60, time.monotonic())
     assert raised.value.summary["failed_count"] == 150 and len(raised.value.summary["failed"]) == LIST_CAP
+
+
+def test_the_cursor_follows_batches_finishing_out_of_order_and_stops_at_a_gap():
+    from ice_upload_sync.sync import _Progress
+
+    progress = _Progress()
+    progress.finished(1, "b", checked=True)
+    assert progress.last_key is None  # batch 0 is still out
+    progress.finished(0, "a", checked=True)
+    progress.finished(3, "d", checked=True)
+    assert progress.last_key == "b" and progress.unbroken
+    progress.finished(2, "c", checked=False)  # ran out of time: nothing after it counts
+    progress.finished(4, "e", checked=True)
+    assert progress.last_key == "b" and not progress.unbroken

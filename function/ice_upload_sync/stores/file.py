@@ -29,6 +29,9 @@ _STRIPES = 64
 
 
 class FileStore:
+    # Local syscalls: more writer threads only contend for the interpreter lock (see sync.py).
+    write_concurrency = 1
+
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.jobs_dir = os.path.join(self.root, "jobs")
@@ -112,6 +115,12 @@ class FileStore:
             raw = self._read(path)
             if raw is None:
                 return None
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and data.get("first_seen_at"):  # the usual case: no stat
+                return Tracking(job_id, str(data["first_seen_at"]), str(data.get("source") or "timer"))
             fallback = format_time(datetime.fromtimestamp(os.stat(path).st_mtime, tz=timezone.utc))
         except OSError:
             return None
