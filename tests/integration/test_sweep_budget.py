@@ -82,3 +82,19 @@ def test_a_sweep_with_failed_jobs_raises_after_recording_the_others(ice, fc):
     assert summary["failed_count"] in (2, 10) and len(summary["failed"]) == summary["failed_count"]
     assert summary["unchanged"] == 12 - summary["failed_count"]
     assert fc.pending() == set(JOBS[:12])  # still tracked: the next sweep tries again
+
+
+def test_every_store_lists_pending_jobs_in_order_after_a_key_and_keeps_cursors(ice, fc):
+    jobs = ["b0000001", "a0000001", "c0000001", "a0000002"]
+    for job_id in jobs:
+        ice.put_job(job_id, Status="UPLOADING")
+    fc.invoke({"UploadJobs": [{"JobId": j} for j in jobs]})
+    store = fc.store
+    assert list(store.pending_job_ids()) == sorted(jobs)
+    assert list(store.pending_job_ids(after="a0000002")) == ["b0000001", "c0000001"]
+    assert store.load_cursor("sweep-0-of-2") is None
+    store.save_cursor("sweep-0-of-2", "b0000001")
+    assert store.load_cursor("sweep-0-of-2") == "b0000001" and store.load_cursor("sweep") is None
+    store.save_cursor("sweep-0-of-2", None)
+    assert store.load_cursor("sweep-0-of-2") is None
+    store.save_cursor("sweep-0-of-2", None)  # forgetting twice is fine
