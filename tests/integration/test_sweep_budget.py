@@ -1,6 +1,7 @@
 """Backlogs larger than one invocation, end to end with each store: budget, cursor, wraparound, shards."""
 from __future__ import annotations
 
+import time
 import zlib
 
 import pytest
@@ -98,3 +99,17 @@ def test_every_store_lists_pending_jobs_in_order_after_a_key_and_keeps_cursors(i
     store.save_cursor("sweep-0-of-2", None)
     assert store.load_cursor("sweep-0-of-2") is None
     store.save_cursor("sweep-0-of-2", None)  # forgetting twice is fine
+
+
+def test_a_sweep_retries_throttled_calls_under_the_same_rate_limit(ice, fc, monkeypatch):
+    for job_id in JOBS[:25]:
+        ice.put_job(job_id, Status="UPLOADING")
+    fc.invoke({"UploadJobs": [{"JobId": j} for j in JOBS[:25]]})
+    monkeypatch.setenv("ICE_MAX_QPS", "20")  # a bucket of 2 tokens, refilled at 20 a second
+    fc.restart()
+    ice.reset_calls()
+    ice.throttle_next(3)
+    started = time.monotonic()
+    summary = fc.invoke(load_event("timer-sweep.json"))
+    assert summary["unchanged"] == 25 and summary["complete"] and summary["api_calls"] == 3 + 3
+    assert len(ice.calls) == 6 and time.monotonic() - started >= (6 - 2) / 20  # every attempt took a token
