@@ -153,6 +153,7 @@ class IceGateway:
         self._client_credentials: Optional[Credentials] = None
         self._lock = threading.Lock()
         self._sdk: Any = None
+        self._warmed = False
 
     # -- SDK client -------------------------------------------------------------
 
@@ -176,6 +177,40 @@ class IceGateway:
             )
             self._client = sdk.Client(config)
             self._client_credentials = credentials
+            if not self._warmed:
+                self._warmed = True
+                self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Have the SDK build its HTTP session now (``initialize``), not in the first call.
+
+        The SDK builds it on its first request (an SSL context and the CA store: about 30 ms
+        for http, more for https) and keeps it per endpoint. A call is started with the SDK's
+        session factory wrapped to stop right after building it: nothing is sent. Best effort:
+        if the SDK works differently one day, the first call simply pays as before.
+        """
+        try:
+            from darabonba.core import DaraCore
+        except ImportError:  # pragma: no cover - another SDK generation
+            return
+        original = DaraCore.__dict__.get("_get_session")
+        if not isinstance(original, staticmethod):  # pragma: no cover
+            return
+
+        class _Built(Exception):
+            pass
+
+        def build_then_stop(*args: Any, **kwargs: Any) -> Any:
+            original.__func__(*args, **kwargs)
+            raise _Built
+
+        DaraCore._get_session = staticmethod(build_then_stop)
+        try:
+            self._call("JobIds", ("warmup",), READ_TIMEOUT_S)
+        except Exception:  # _Built, translated: the expected way out
+            pass
+        finally:
+            DaraCore._get_session = original
 
     def _load_sdk(self) -> Any:
         if self._sdk is None:
