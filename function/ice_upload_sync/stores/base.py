@@ -66,6 +66,10 @@ class RecordStore(Protocol):
     ``save`` applies ``records.merge`` atomically against what is stored, creates the
     marker before a non-final record is written and removes it after a final one, so
     a crash between the two never hides a job from the sweep.
+
+    Optional, found with ``getattr`` by ``SyncService``: the methods marked so below, and
+    an int attribute ``write_concurrency``, the most writer threads worth running (the file
+    store says 1: its writes are local syscalls; without it, ``ICE_CONCURRENCY``).
     """
 
     def describe(self) -> str: ...
