@@ -224,22 +224,24 @@ class SyncService:
             return list(self.gateway.lookup(batch, (), deadline=deadline))
 
         in_flight: Dict[Future, int] = {}
+        ready: List[Tuple[int, Future]] = []
         numbers = itertools.count()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ice") as pool:
             try:
                 while True:
+                    # refill first: ICE keeps working while the answers that came back are written
                     while len(in_flight) < window and time.monotonic() < stop_at:
                         batch = tuple(itertools.islice(keys, BATCH_SIZE))
                         if not batch:
                             break
                         in_flight[pool.submit(one, batch)] = next(numbers)
+                    for number, future in ready:
+                        for outcome in future.result():
+                            yield number, outcome
                     if not in_flight:
                         return
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in sorted(done, key=in_flight.__getitem__):
-                        number = in_flight.pop(future)
-                        for outcome in future.result():
-                            yield number, outcome
+                    ready = sorted(((in_flight.pop(future), future) for future in done), key=lambda item: item[0])
             finally:
                 for future in in_flight:
                     future.cancel()
