@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 LIST_CAP = 100  # job IDs listed per kind in the answer; the *_count fields give the totals
 SWEEP_CURSOR = "sweep"
+SAVE_MANY_ANSWERS = 5  # answers (of up to 10 jobs) per save_many call: Tablestore reads 50 jobs per BatchGetRow
 
 
 class Gateway(Protocol):
@@ -120,7 +121,9 @@ class SyncService:
         started = time.monotonic()
         summary = Summary(ignored=list(request.ignored), shard=str(request.shard) if request.shard else None)
         now = self.clock()
-        with _Writer(self._write_concurrency(), summary) as writer:
+        # A store that batches gets five answers (up to 50 records) per save_many call.
+        group = SAVE_MANY_ANSWERS if _capability(self.store, "save_many") is not None else 1
+        with _Writer(self._write_concurrency(), summary, group=group) as writer:
             tracked_ids: Set[str] = set()
             untracked: Set[str] = set()
             if request.track:
@@ -264,12 +267,19 @@ class SyncService:
             for url in outcome.keys:
                 if url in missing or quote(url, safe="") in missing:
                     summary.add_not_found(url)
-        writer.submit(self._write_answer, outcome, request, now, tracked)
+        writer.submit_grouped(self._write_answers, (outcome, request, now, tracked))
 
-    def _write_answer(self, outcome: BatchOutcome, request: SyncRequest, now: datetime,
-                      tracked: Set[str]) -> _Report:
-        """One batch's answer -> records -> the store. Runs on a writer thread."""
+    def _write_answers(self, answers: List[Tuple[BatchOutcome, SyncRequest, datetime, Set[str]]]) -> _Report:
+        """Answers -> records -> the store, in one ``save_many`` where the store has it. On a writer thread."""
         report = _Report()
+        records: List[JobRecord] = []
+        for outcome, request, now, tracked in answers:
+            records += self._records_of(outcome, request, now, tracked, report)
+        self._save_all(records, answers[0][2], report)
+        return report
+
+    def _records_of(self, outcome: BatchOutcome, request: SyncRequest, now: datetime, tracked: Set[str],
+                    report: _Report) -> List[JobRecord]:
         answer = outcome.answer
         assert answer is not None
         claimed = {hint.job_id: hint.status for hint in request.hints if hint.job_id and hint.status}
@@ -304,8 +314,7 @@ class SyncService:
                                                     request_id=answer.request_id, now=format_time(now)))
                 else:
                     report.not_found.append(job_id)  # nobody tracked it: reported, never written
-        self._save_all(records, now, report)
-        return report
+        return records
 
     def _save_all(self, records: List[JobRecord], now: datetime, report: _Report) -> None:
         ready: List[JobRecord] = []
@@ -377,12 +386,15 @@ class _Writer:
     writes, the sweep waits here instead of piling answers up in memory.
     """
 
-    def __init__(self, size: int, summary: Summary) -> None:
+    def __init__(self, size: int, summary: Summary, *, group: int = 1) -> None:
         self.size = size
         self.summary = summary
         self.max_waiting = 4 * size
+        self.group = group
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="store")
         self._waiting: Deque[Future] = deque()
+        self._grouped: List[Any] = []
+        self._group_fn: Optional[Callable[[List[Any]], _Report]] = None
 
     def __enter__(self) -> _Writer:
         return self
@@ -402,7 +414,20 @@ class _Writer:
         while self._waiting and (self._waiting[0].done() or len(self._waiting) > self.max_waiting):
             self._add(self._waiting.popleft().result())
 
+    def submit_grouped(self, fn: Callable[[List[Any]], _Report], item: Any) -> None:
+        """``fn(items)`` once ``group`` items are collected (and for the rest at ``drain``)."""
+        self._group_fn = fn
+        self._grouped.append(item)
+        if len(self._grouped) >= self.group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._grouped and self._group_fn is not None:
+            items, self._grouped = self._grouped, []
+            self.submit(self._group_fn, items)
+
     def drain(self) -> None:
+        self._flush()
         while self._waiting:
             self._add(self._waiting.popleft().result())
 

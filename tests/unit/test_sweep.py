@@ -216,10 +216,19 @@ def test_without_save_many_records_are_written_by_a_pool_of_threads():
     assert summary.written == 200 and all(name.startswith("store") for name in store.saved_by)
 
 
-def test_a_store_that_batches_gets_each_answer_in_one_save_many():
-    store = BatchingStore(ids(25))
+def test_a_store_that_batches_gets_five_answers_per_save_many():
+    store = BatchingStore(ids(125))
     summary = sweep(store, Ice())
-    assert sorted(store.calls) == [5, 10, 10] and summary.written == 25
+    assert sorted(store.calls) == [25, 50, 50] and summary.written == 125
+    assert store.saved_by and all(name.startswith("store") for name in store.saved_by)
+
+
+def test_a_direct_request_to_a_store_that_batches_is_written_in_one_call():
+    store = BatchingStore()
+    jobs = tuple(ids(30))
+    summary = service(store, Ice()).run(SyncRequest(source="direct", job_ids=jobs, track=True),
+                                        deadline=time.monotonic() + 60)
+    assert store.calls == [30] and summary.written == 30 and summary.tracked == 30
 
 
 def test_save_many_failures_are_reported_per_record():
