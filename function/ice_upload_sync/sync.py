@@ -3,8 +3,9 @@
 A sweep is a pipeline with bounded memory: the store lists pending jobs in ascending
 order, page by page; batches of 10 go to ICE with ``ICE_CONCURRENCY`` calls in flight
 (the gateway's token bucket paces them); each answer is merged and written by a pool of
-the same size (or by the store's ``save_many``). At most a few dozen batches are held at
-any moment, whatever the backlog. A sweep resumes after the store's cursor, wraps around
+writer threads (as many, or as few as the store asks for), through the store's
+``save_many`` where it has one. At most a few dozen batches are held at any moment,
+whatever the backlog. A sweep resumes after the store's cursor, wraps around
 to the start, and stops taking new batches at its time budget, leaving the cursor where
 it stopped: a backlog larger than one invocation is worked through over several runs.
 """
@@ -382,8 +383,8 @@ class SyncService:
 class _Writer:
     """A bounded pool for store writes; reports are added to the summary on the caller's thread.
 
-    At most ``4 x size`` batches wait to be written: when ICE answers faster than the store
-    writes, the sweep waits here instead of piling answers up in memory.
+    At most ``4 x size`` writes wait: when ICE answers faster than the store writes, the
+    sweep waits here instead of piling answers up in memory.
     """
 
     def __init__(self, size: int, summary: Summary, *, group: int = 1) -> None:
