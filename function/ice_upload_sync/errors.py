@@ -43,7 +43,8 @@ class SyncIncomplete(IceUploadSyncError):
     """
 
     def __init__(self, summary: dict) -> None:
-        failed = summary.get("failed", [])
-        shown = ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else "")
-        super().__init__(f"{len(failed)} job(s) not recorded: {shown}")
+        failed = summary.get("failed", [])  # at most the answer's list cap; the count is the total
+        count = summary.get("failed_count", len(failed))
+        shown = ", ".join(failed[:10]) + (" ..." if count > 10 else "")
+        super().__init__(f"{count} job(s) not recorded: {shown}")
         self.summary = summary

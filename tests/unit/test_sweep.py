@@ -323,6 +323,7 @@ def test_the_handler_raises_when_any_job_failed_even_past_the_listed_hundred(mon
     with pytest.raises(SyncIncomplete) as raised:
         index._run(app, SWEEP, None, time.monotonic() + 60, time.monotonic())
     assert raised.value.summary["failed_count"] == 150 and len(raised.value.summary["failed"]) == LIST_CAP
+    assert str(raised.value).startswith("150 job(s) not recorded: ")  # the total, not the listed hundred
 
 
 def test_the_cursor_follows_batches_finishing_out_of_order_and_stops_at_a_gap():
