@@ -27,6 +27,11 @@ def test_timer_with_empty_payload_is_a_sweep():
     assert request == SyncRequest(source="timer", sweep=True)
 
 
+def test_timer_with_a_shard_sweeps_that_shard():
+    request = parse_event(load("timer-sweep-shard.json"))
+    assert request.sweep and request.source == "timer" and str(request.shard) == "1/2"
+
+
 def test_timer_with_job_ids_checks_exactly_those():
     request = parse_event(load("timer-check-jobs.json"))
     assert request.source == "timer" and not request.sweep
