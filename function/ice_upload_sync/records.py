@@ -6,6 +6,7 @@ normalizer accepts what ICE has been seen to send and turns anything else into
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -116,6 +117,15 @@ class JobRecord:
     def same_information(self, other: JobRecord) -> bool:
         """True when only bookkeeping differs (when and why we looked, not what ICE said)."""
         return _information(self) == _information(other)
+
+
+def information_fingerprint(record: JobRecord) -> str:
+    """A digest of what ICE said (not of our bookkeeping): equal digests, ``same_information``.
+
+    Lets a store decide "unchanged" from one short stored column instead of the whole record.
+    """
+    text = json.dumps(_information(record), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def _information(record: JobRecord) -> tuple:

@@ -123,6 +123,14 @@ def test_a_corrupt_record_is_a_store_error(server, store, table):
         store.load("job00001")
 
 
+def test_an_unchanged_answer_is_told_from_the_fingerprint_alone(server, store, table):
+    store.save(record(user_data={"a": 1}))
+    server.set_columns(table, [("job_id", "job00001")], user_data="{not json")  # a full read would fail
+    assert not store.save(replace(record(user_data={"a": 1}), updated_at=LATER)).changed
+    with pytest.raises(StoreError, match="corrupt"):  # a different answer reads the whole row
+        store.save(record(state="uploading", user_data={"a": 1}))
+
+
 def test_a_row_written_by_hand_without_a_revision_is_updated_once(server, store, table):
     store.save(record())
     with server._lock:  # as if someone had put the row without our bookkeeping column

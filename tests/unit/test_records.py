@@ -12,6 +12,7 @@ from ice_upload_sync.records import (
     JobRecord,
     UploadInfo,
     expire_if_stale,
+    information_fingerprint,
     map_status,
     merge,
     normalize,
@@ -188,3 +189,21 @@ def test_expiry_counts_from_creation_else_from_tracking():
     assert expire_if_stale(unknown, tracked_since=None, now=now, max_age=day) is unknown
     done = record(state="succeeded", created_at="2020-01-01T00:00:00Z")
     assert expire_if_stale(done, tracked_since=None, now=now, max_age=day) is done
+
+
+def test_the_fingerprint_follows_what_ice_said_and_ignores_our_bookkeeping():
+    base = record(user_data={"b": 1, "a": [1, 2]}, file_size=10)
+    fingerprint = information_fingerprint(base)
+    assert information_fingerprint(replace(base, updated_at="2030-01-01T00:00:00Z", ice_request_id="r9",
+                                            source="callback", first_seen_at="2020-01-01T00:00:00Z")) == fingerprint
+    assert information_fingerprint(replace(base, user_data={"a": [1, 2], "b": 1})) == fingerprint  # key order
+    for changed in (dict(state="succeeded"), dict(file_size=11), dict(user_data={"b": 2, "a": [1, 2]}),
+                    dict(error_code="E"), dict(job_id="j2"), dict(ice_status="UPLOADING")):
+        assert information_fingerprint(replace(base, **changed)) != fingerprint
+
+
+@given(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5)), max_size=4),
+       st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5)), max_size=4))
+def test_equal_fingerprints_mean_the_same_information(first, second):
+    one, two = record(user_data=first), record(user_data=second)
+    assert (information_fingerprint(one) == information_fingerprint(two)) == one.same_information(two)
