@@ -2,10 +2,12 @@
 
     .venv/bin/python -m tests.bench.bench_sweep [--jobs 1000 10000 100000] [--latency-ms 20]
                                                 [--concurrency 8] [--naive-jobs 200] [--write]
+                                                [--store file|tablestore] [--store-latency-ms 2]
 
-For each N: the file store is seeded with N tracked jobs (records already up to date,
-the usual sweep; ``--write`` leaves records out so every job is written), the emulator
-runs in a process of its own with N jobs in flight, and two fresh processes sweep:
+For each N: the store is seeded with N tracked jobs (records already up to date, the
+usual sweep; ``--write`` leaves records out so every job is written), the emulator runs
+in a process of its own with N jobs in flight (so does the local Tablestore server, with
+``--store-latency-ms`` per call, for ``--store tablestore``), and two fresh processes sweep:
 
 - ``pipelined``: the handler with a timer event, as FC runs it on a warm instance (one
   direct request first opens the SDK's connections; ``bench_cold_start`` measures that);
@@ -19,6 +21,7 @@ the test suite (``tests/integration/test_bench_smoke.py`` runs it with a tiny N)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -31,7 +34,13 @@ from typing import Dict, Iterator, List
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from tests.bench.ice_process import ACCESS_KEY_ID, ACCESS_KEY_SECRET, IceProcess  # noqa: E402
+from tests.bench.ice_process import (  # noqa: E402
+    ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
+    TABLESTORE_INSTANCE,
+    IceProcess,
+    TablestoreProcess,
+)
 
 CREATED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -60,6 +69,29 @@ def seed_store(root: Path, count: int, with_records: bool) -> None:
             record = normalize(UploadInfo.from_api(job), source="timer", request_id="seed", now=CREATED)
             (root / "jobs" / f"{job['JobId']}.json").write_text(
                 json.dumps(record.to_dict(), ensure_ascii=False, indent=1))
+
+
+def seed_tablestore(endpoint: str, table: str, count: int, with_records: bool) -> None:
+    """Tables and rows through the store itself (batched, so 100,000 jobs take seconds, not minutes)."""
+    sys.path.insert(0, str(ROOT / "function"))
+    from ice_upload_sync.ice import Credentials
+    from ice_upload_sync.records import UploadInfo, normalize
+    from ice_upload_sync.stores.base import Tracking
+    from ice_upload_sync.stores.tablestore import TablestoreStore
+
+    store = TablestoreStore(TABLESTORE_INSTANCE, table, endpoint, Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET))
+    store.create_tables()
+    chunk: list = []
+    for job in ice_jobs(count):
+        if with_records:
+            chunk.append(normalize(UploadInfo.from_api(job), source="timer", request_id="seed", now=CREATED))
+        else:
+            store.track(Tracking(job["JobId"], CREATED, "direct"))
+        if len(chunk) == 200:
+            store.save_many(chunk)
+            chunk = []
+    if chunk:
+        store.save_many(chunk)
 
 
 # ---------------------------------------------------------------- the measured process
@@ -109,12 +141,11 @@ print(json.dumps(out))
 """
 
 
-def measure(mode: str, store_root: Path, endpoint: str, args: argparse.Namespace, jobs: int) -> dict:
+def measure(mode: str, store: Dict[str, str], endpoint: str, args: argparse.Namespace, jobs: int) -> dict:
     env = {**{k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
            "PYTHONPATH": str(ROOT / "function"), "ICE_ENDPOINT": endpoint,
            "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-           "RECORD_STORE": f"file://{store_root}", "ICE_CONCURRENCY": str(args.concurrency),
-           "ICE_MAX_QPS": str(args.qps)}
+           **store, "ICE_CONCURRENCY": str(args.concurrency), "ICE_MAX_QPS": str(args.qps)}
     result = subprocess.run([sys.executable, "-c", CHILD, mode, str(jobs), str(args.naive_jobs)], env=env,
                             check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -123,13 +154,24 @@ def measure(mode: str, store_root: Path, endpoint: str, args: argparse.Namespace
 def run(jobs: int, args: argparse.Namespace) -> List[dict]:
     rows = []
     ideal = math.ceil(jobs / 10) * (args.latency_ms / 1000) / args.concurrency
-    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as folder:
-        seed_store(Path(folder) / "pipelined", jobs, with_records=not args.write)
-        if args.naive_jobs:
-            seed_store(Path(folder) / "naive", min(jobs, args.naive_jobs), with_records=not args.write)
+    naive_count = min(jobs, args.naive_jobs)
+    with contextlib.ExitStack() as stack:
+        if args.store == "tablestore":
+            tablestore = stack.enter_context(TablestoreProcess(latency_ms=args.store_latency_ms))
+            stores = {name: {"RECORD_STORE": f"tablestore://{TABLESTORE_INSTANCE}/{name}",
+                             "TABLESTORE_ENDPOINT": tablestore.endpoint} for name in ("pipelined", "naive")}
+            seed_tablestore(tablestore.endpoint, "pipelined", jobs, with_records=not args.write)
+            if args.naive_jobs:
+                seed_tablestore(tablestore.endpoint, "naive", naive_count, with_records=not args.write)
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sweep-")))
+            stores = {name: {"RECORD_STORE": f"file://{folder / name}"} for name in ("pipelined", "naive")}
+            seed_store(folder / "pipelined", jobs, with_records=not args.write)
+            if args.naive_jobs:
+                seed_store(folder / "naive", naive_count, with_records=not args.write)
         with IceProcess(ice_jobs(jobs), latency_ms=args.latency_ms) as ice:
-            pipelined = measure("pipelined", Path(folder) / "pipelined", ice.endpoint, args, jobs)
-            naive = measure("naive", Path(folder) / "naive", ice.endpoint, args, jobs) if args.naive_jobs else None
+            pipelined = measure("pipelined", stores["pipelined"], ice.endpoint, args, jobs)
+            naive = measure("naive", stores["naive"], ice.endpoint, args, jobs) if args.naive_jobs else None
     rows.append({"mode": "pipelined", "N": jobs, **pipelined, "ideal_s": ideal,
                  "ratio_to_ideal": pipelined["wall_s"] / ideal if ideal else float("nan"),
                  "jobs_per_s": pipelined["jobs"] / pipelined["wall_s"]})
@@ -151,8 +193,13 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--naive-jobs", type=int, default=200, help="jobs the naive baseline sweeps (0: skip)")
     parser.add_argument("--write", action="store_true", help="no records yet: every job is written")
     parser.add_argument("--json", action="store_true", help="print one JSON line per run")
+    parser.add_argument("--store", choices=["file", "tablestore"], default="file",
+                        help="tablestore: the local Tablestore server in a process of its own")
+    parser.add_argument("--store-latency-ms", type=float, default=2.0,
+                        help="added to every Tablestore call (an in-region round trip)")
     args = parser.parse_args(argv)
-    print(f"latency={args.latency_ms:g}ms concurrency={args.concurrency} qps={args.qps:g} "
+    store = args.store if args.store == "file" else f"tablestore ({args.store_latency_ms:g}ms per call)"
+    print(f"latency={args.latency_ms:g}ms concurrency={args.concurrency} qps={args.qps:g} store={store} "
           f"{'every job written' if args.write else 'records up to date'}", flush=True)
     for jobs in args.jobs:
         for row in run(jobs, args):

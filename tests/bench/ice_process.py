@@ -1,7 +1,7 @@
-"""The ICE emulator in a process of its own, for benchmarks.
+"""The local servers in processes of their own, for benchmarks.
 
-In the benchmark's own process the emulator would share the interpreter lock with the
-code under test, and its memory would count in the peak RSS; a real ICE is elsewhere.
+In the benchmark's own process a server would share the interpreter lock with the code
+under test, and its memory would count in the peak RSS; a real ICE or Tablestore is elsewhere.
 """
 from __future__ import annotations
 
@@ -11,39 +11,36 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESS_KEY_ID = "bench-ak"
 ACCESS_KEY_SECRET = "bench-secret"
+TABLESTORE_INSTANCE = "bench"
 
 
-class IceProcess:
-    """``with IceProcess(jobs, latency_ms=20) as ice: ice.endpoint``; ``jobs`` are ICE-shaped dicts."""
+class ServerProcess:
+    """``python -m <module> --port 0 ...`` until its first line says where it listens."""
 
-    def __init__(self, jobs: Iterable[Dict[str, str]], *, latency_ms: float = 0.0) -> None:
-        self.jobs = jobs
-        self.latency_ms = latency_ms
+    module = ""
+
+    def __init__(self, *args: str) -> None:
+        self.args = list(args)
         self.endpoint = ""
         self._process: Optional[subprocess.Popen] = None
-        self._seed: Optional[str] = None
 
-    def __enter__(self) -> IceProcess:
-        handle, self._seed = tempfile.mkstemp(prefix="ice-seed-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as seed:
-            seed.write("[")
-            for index, job in enumerate(self.jobs):  # streamed: 100,000 jobs never sit in a list here
-                seed.write(("," if index else "") + json.dumps(job))
-            seed.write("]")
+    def _arguments(self) -> List[str]:
+        return self.args
+
+    def __enter__(self):
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.emulators.ice", "--port", "0", "--seed", self._seed,
-             "--latency-ms", str(self.latency_ms), "--access-key-id", ACCESS_KEY_ID,
-             "--access-key-secret", ACCESS_KEY_SECRET],
+            [sys.executable, "-m", self.module, "--port", "0", "--access-key-id", ACCESS_KEY_ID,
+             "--access-key-secret", ACCESS_KEY_SECRET, *self._arguments()],
             cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         line = self._process.stdout.readline() if self._process.stdout else ""
         if "listening on " not in line:
             self.__exit__(None, None, None)
-            raise RuntimeError(f"the ICE emulator did not start: {line!r}")
+            raise RuntimeError(f"{self.module} did not start: {line!r}")
         self.endpoint = line.split("listening on ", 1)[1].split()[0]
         return self
 
@@ -55,6 +52,38 @@ class IceProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
             self._process = None
+
+
+class IceProcess(ServerProcess):
+    """``with IceProcess(jobs, latency_ms=20) as ice: ice.endpoint``; ``jobs`` are ICE-shaped dicts."""
+
+    module = "tests.emulators.ice"
+
+    def __init__(self, jobs: Iterable[Dict[str, str]], *, latency_ms: float = 0.0) -> None:
+        super().__init__("--latency-ms", str(latency_ms))
+        self.jobs = jobs
+        self._seed: Optional[str] = None
+
+    def _arguments(self) -> List[str]:
+        handle, self._seed = tempfile.mkstemp(prefix="ice-seed-", suffix=".json")
+        with os.fdopen(handle, "w", encoding="utf-8") as seed:
+            seed.write("[")
+            for index, job in enumerate(self.jobs):  # streamed: 100,000 jobs never sit in a list here
+                seed.write(("," if index else "") + json.dumps(job))
+            seed.write("]")
+        return [*self.args, "--seed", self._seed]
+
+    def __exit__(self, *exc_info: object) -> None:
+        super().__exit__(*exc_info)
         if self._seed is not None:
             os.unlink(self._seed)
             self._seed = None
+
+
+class TablestoreProcess(ServerProcess):
+    """The local Tablestore server, instance ``bench``, each call taking ``latency_ms``."""
+
+    module = "tests.emulators.tablestore"
+
+    def __init__(self, *, latency_ms: float = 0.0) -> None:
+        super().__init__("--instance", TABLESTORE_INSTANCE, "--latency-ms", str(latency_ms))

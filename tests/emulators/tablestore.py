@@ -542,8 +542,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--instance", default="local")
     parser.add_argument("--access-key-id", default="local-ak")
     parser.add_argument("--access-key-secret", default="local-secret")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")
     args = parser.parse_args(argv)
     server = TablestoreServer(args.host, args.port, instance=args.instance)
+    server.latency_s = args.latency_ms / 1000.0
     server.add_access_key(args.access_key_id, args.access_key_secret)
     server.serve_until_interrupted(f"Tablestore server listening on {{endpoint}} (instance {args.instance}, "
                                    f"access key {args.access_key_id}); Ctrl-C stops")
