@@ -17,23 +17,13 @@ import oss2
 import pytest
 from ice_upload_sync.errors import StoreError
 from ice_upload_sync.ice import Credentials
-from ice_upload_sync.records import JobRecord
 from ice_upload_sync.stores import Tracking
 from ice_upload_sync.stores.oss import OssStore
 
-NOW = "2026-11-25T03:00:00Z"
-LATER = "2026-11-25T04:00:00Z"
+from tests.store_records import LATER, NOW, final, record
+
 PLAIN = Credentials("LTAI-oss-test", "oss-secret-must-never-leak")
 STS = Credentials("STS.oss-test", "sts-oss-secret-must-never-leak", "sts-oss-token-must-never-leak")
-
-
-def record(job_id="job00001", state="processing", **fields):
-    return JobRecord(job_id=job_id, state=state, source="timer", ice_request_id="r",
-                     first_seen_at=NOW, updated_at=NOW, **fields)
-
-
-def final(job_id="job00001", completed_at=NOW, **fields):
-    return record(job_id, "succeeded", completed_at=completed_at, media_id="m1", **fields)
 
 
 @pytest.fixture

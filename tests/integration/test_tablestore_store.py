@@ -17,26 +17,15 @@ import pytest
 from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import ConfigError, StoreError
 from ice_upload_sync.ice import Credentials
-from ice_upload_sync.records import JobRecord
 from ice_upload_sync.stores import Tracking, open_store
 from ice_upload_sync.stores import tablestore as ts_module
 from ice_upload_sync.stores.tablestore import TablestoreStore, parse_location, resolve_endpoint
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, STS_KEY_ID, STS_SECRET, STS_TOKEN, TABLESTORE_INSTANCE
+from tests.store_records import LATER, NOW, final, record
 
-NOW = "2026-11-25T03:00:00Z"
-LATER = "2026-11-25T04:00:00Z"
 PLAIN = Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
 STS = Credentials(STS_KEY_ID, STS_SECRET, STS_TOKEN)
-
-
-def record(job_id="job00001", state="processing", **fields):
-    return JobRecord(job_id=job_id, state=state, source="timer", ice_request_id="r",
-                     first_seen_at=NOW, updated_at=NOW, **fields)
-
-
-def final(job_id="job00001", completed_at=NOW, **fields):
-    return record(job_id, "succeeded", completed_at=completed_at, media_id="m1", **fields)
 
 
 @pytest.fixture
