@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterator, List, Optional, Protocol, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Generic, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
+from urllib.parse import urlsplit
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..records import JobRecord, MergeResult
 
 
@@ -29,6 +31,28 @@ class Tracking:
         except ValueError:
             data = {}
         return cls(job_id, str(data.get("first_seen_at") or fallback_time), str(data.get("source") or "timer"))
+
+
+def endpoint_override(variable: str, value: str) -> str:
+    """``host[:port]`` (HTTPS) or ``http(s)://host[:port]`` from ``OSS_ENDPOINT`` / ``TABLESTORE_ENDPOINT``."""
+    text = value if "://" in value else "https://" + value
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+            or parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"{variable} {value!r} must be host[:port] or http(s)://host[:port]")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def in_fc_region(region: str, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """True inside FC running in ``region`` (or not saying where): where internal endpoints answer.
+
+    FC sets ``FC_FUNCTION_NAME`` and ``FC_REGION``; internal endpoints answer only callers
+    in their own region.
+    """
+    env = os.environ if environ is None else environ
+    fc_region = env.get("FC_REGION", "").strip()
+    in_fc = bool(env.get("FC_FUNCTION_NAME", "").strip() or fc_region)
+    return in_fc and fc_region in ("", region)
 
 
 _Client = TypeVar("_Client")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -36,7 +35,7 @@ from oss2.exceptions import OssError, RequestError
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..records import JobRecord, MergeResult, format_time, merge
-from .base import ClientCache, Tracking
+from .base import ClientCache, Tracking, endpoint_override, in_fc_region
 
 logger = logging.getLogger(__name__)
 
@@ -84,20 +83,9 @@ def resolve_endpoint(settings: Settings, environ: Optional[Mapping[str, str]] = 
     when FC runs in that region (or does not say where it runs).
     """
     if settings.oss_endpoint:
-        value = settings.oss_endpoint
-        if "://" not in value:
-            value = "https://" + value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
-                or parts.path not in ("", "/") or parts.query:
-            raise ConfigError(f"OSS_ENDPOINT {settings.oss_endpoint!r} must be host[:port] or http(s)://host[:port]")
-        return f"{parts.scheme}://{parts.netloc}"
-    env = os.environ if environ is None else environ
-    region = settings.ice_region
-    fc_region = env.get("FC_REGION", "").strip()
-    in_fc = bool(env.get("FC_FUNCTION_NAME", "").strip() or fc_region)
-    internal = in_fc and fc_region in ("", region)
-    return f"https://oss-{region}{'-internal' if internal else ''}.aliyuncs.com"
+        return endpoint_override("OSS_ENDPOINT", settings.oss_endpoint)
+    internal = in_fc_region(settings.ice_region, environ)
+    return f"https://oss-{settings.ice_region}{'-internal' if internal else ''}.aliyuncs.com"
 
 
 def endpoint_region(endpoint: str, default: str) -> str:

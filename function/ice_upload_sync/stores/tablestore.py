@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
-from urllib.parse import urlsplit
 
 import tablestore as ots
 from tablestore.retry import DefaultRetryPolicy
@@ -38,7 +36,7 @@ from tablestore.retry import DefaultRetryPolicy
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..records import JobRecord, MergeResult, format_time, information_fingerprint, merge
-from .base import ClientCache, Tracking
+from .base import ClientCache, Tracking, endpoint_override, in_fc_region
 
 logger = logging.getLogger(__name__)
 
@@ -96,22 +94,9 @@ def resolve_endpoint(settings: Settings, instance: str, environ: Optional[Mappin
     their own region; in a VPC, set ``TABLESTORE_ENDPOINT`` to the VPC endpoint.
     """
     if settings.tablestore_endpoint:
-        value = settings.tablestore_endpoint
-        if "://" not in value:
-            value = "https://" + value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
-                or parts.path not in ("", "/") or parts.query:
-            raise ConfigError(f"TABLESTORE_ENDPOINT {settings.tablestore_endpoint!r} must be host[:port] "
-                              "or http(s)://host[:port]")
-        return f"{parts.scheme}://{parts.netloc}"
-    env = os.environ if environ is None else environ
-    region = settings.ice_region
-    fc_region = env.get("FC_REGION", "").strip()
-    in_fc = bool(env.get("FC_FUNCTION_NAME", "").strip() or fc_region)
-    internal = in_fc and fc_region in ("", region)
-    return f"https://{instance}.{region}.{'ots-internal' if internal else 'ots'}.aliyuncs.com"
-
+        return endpoint_override("TABLESTORE_ENDPOINT", settings.tablestore_endpoint)
+    internal = in_fc_region(settings.ice_region, environ)
+    return f"https://{instance}.{settings.ice_region}.{'ots-internal' if internal else 'ots'}.aliyuncs.com"
 
 class BoundedRetryPolicy(DefaultRetryPolicy):
     """The SDK's policy, bounded for FC, and retrying writes too.
