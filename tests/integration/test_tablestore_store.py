@@ -120,6 +120,12 @@ def test_an_unchanged_answer_is_told_from_the_fingerprint_alone(server, store, t
         store.save(record(state="uploading", user_data={"a": 1}))
 
 
+def test_a_bare_key_in_the_table_is_filled_in(server, store, table):
+    store.client.put_row(table, ts_module.ots.Row([("job_id", "job00001")], []), ts_module.ots.Condition("IGNORE"))
+    assert store.save(final()).changed
+    assert store.load("job00001").state == "succeeded"
+
+
 def test_a_row_written_by_hand_without_a_revision_is_updated_once(server, store, table):
     store.save(record())
     with server._lock:  # as if someone had put the row without our bookkeeping column

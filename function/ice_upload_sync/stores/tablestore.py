@@ -426,6 +426,8 @@ class TablestoreStore:
                     elif columns is None:
                         if item.row.attribute_columns:
                             state.record, state.revision = self._parse_record(job_id, item.row.attribute_columns)
+                        else:  # a bare key, put there by hand: no record, but the row exists
+                            state.revision = 0
                     else:
                         values = {column[0]: column[1] for column in item.row.attribute_columns or ()}
                         state.revision = int(values.get("revision", 0))
