@@ -10,8 +10,14 @@ falls back to its pure-Python code) and offered through ``--find-links``. Which 
 that is found, not listed: a dry run on this machine reports every distribution it would
 install and where from; those that come as an sdist get a wheel built.
 
-The vendored tree is cached under ``.cache/deploy/`` by a hash of ``function/requirements.txt``
-and the target Python, so rebuilding the package is a copy. ``function/python`` is git-ignored;
+pip evaluates environment markers for the Python it runs on, not for ``--python-version``: run
+on 3.11, it leaves out what only 3.10 needs (aiohttp's ``async-timeout; python_version <
+"3.11"``, without which the ICE SDK does not import on FC). So after pip, the vendored tree's
+own metadata is read with the target's markers (CPython 3.10 on Linux x86_64), and whatever is
+missing is added, until nothing is.
+
+The vendored tree is cached under ``.cache/deploy/`` by a hash of ``function/requirements.txt``,
+the target Python and the recipe, so rebuilding the package is a copy. ``function/python`` is git-ignored;
 FC finds it through ``PYTHONPATH=/code/python`` (FC puts the code package in ``/code``).
 
     python tests/deploy/package.py [--function-dir function] [--zip build/ice-upload-sync.zip]
@@ -42,6 +48,69 @@ JUNK_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "test
 JUNK_SUFFIXES = (".pyc", ".pyo")
 
 
+RECIPE = "2"  # bump when the way the tree is built changes: old caches are then not reused
+
+try:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+except ImportError:  # pip carries its own copy wherever pip is
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
+
+
+def target_environment(python_version: str) -> Dict[str, str]:
+    """Environment markers as FC's runtime evaluates them (CPython on Linux x86_64)."""
+    full = f"{python_version}.0"
+    return {"implementation_name": "cpython", "implementation_version": full, "os_name": "posix",
+            "platform_machine": "x86_64", "platform_python_implementation": "CPython", "platform_release": "",
+            "platform_system": "Linux", "platform_version": "", "python_full_version": full,
+            "python_version": python_version, "sys_platform": "linux", "extra": ""}
+
+
+def requirement_lines(requirements: Path) -> List[str]:
+    lines = (line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("-")]
+
+
+def installed_requirements(target: Path) -> Dict[str, List[str]]:
+    """Each distribution in ``target`` (canonical name) -> its ``Requires-Dist`` lines."""
+    found = {}
+    for metadata in target.glob("*.dist-info/METADATA"):
+        name, requires = "", []
+        for line in metadata.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                break  # the headers end at the first blank line
+            if line.startswith("Name: "):
+                name = line[6:].strip()
+            elif line.startswith("Requires-Dist: "):
+                requires.append(line[15:].strip())
+        if name:
+            found[canonicalize_name(name)] = requires
+    return found
+
+
+def missing_for_target(target: Path, top_level: List[str], python_version: str) -> List[str]:
+    """Requirements that apply on the target Python (markers, extras) but have no distribution in ``target``."""
+    environment = target_environment(python_version)
+    installed = installed_requirements(target)
+    missing: Dict[str, str] = {}
+    visited = set()
+    queue = [(Requirement(line), "") for line in top_level]
+    while queue:
+        requirement, extra = queue.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({**environment, "extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name not in installed:
+            missing.setdefault(name, f"{requirement.name}{requirement.specifier}")
+            continue
+        for wanted in {""} | set(requirement.extras):
+            if (name, wanted) not in visited:
+                visited.add((name, wanted))
+                queue.extend((Requirement(line), wanted) for line in installed[name])
+    return sorted(missing.values())
+
+
 def _pip(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
     return subprocess.run(command, check=True, capture_output=True, text=True, env=env)
@@ -49,7 +118,7 @@ def _pip(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Complet
 
 def requirements_key(requirements: Path, python_version: str) -> str:
     digest = hashlib.sha256(requirements.read_bytes())
-    digest.update(f"{python_version}|{PLATFORM}".encode())
+    digest.update(f"{python_version}|{PLATFORM}|{RECIPE}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -112,9 +181,17 @@ def vendor(requirements: Path, cache: Path, python_version: str = PYTHON_VERSION
     wheels = wheelhouse(requirements, cache)
     work = Path(tempfile.mkdtemp(prefix=f"vendor-{key}-", dir=cache))
     try:
-        _pip("install", "--quiet", "--no-compile", "--target", str(work),
-             "--platform", PLATFORM, "--only-binary=:all:", "--python-version", python_version,
-             "--implementation", "cp", "--find-links", str(wheels), "-r", str(requirements))
+        target_options = ("--quiet", "--no-compile", "--target", str(work), "--platform", PLATFORM,
+                          "--only-binary=:all:", "--python-version", python_version, "--implementation", "cp",
+                          "--find-links", str(wheels))
+        _pip("install", *target_options, "-r", str(requirements))
+        for _ in range(10):  # what the target's markers want and pip, judging by this Python, left out
+            missing = missing_for_target(work, requirement_lines(requirements), python_version)
+            if not missing:
+                break
+            _pip("install", *target_options, "--no-deps", *missing)
+        else:
+            raise RuntimeError(f"the dependencies for Python {python_version} do not close: {missing}")
         shutil.rmtree(work / "bin", ignore_errors=True)  # console scripts pointing at this machine's Python
         remove_junk(work)
         (work / ".complete").write_text(requirements.read_text())
