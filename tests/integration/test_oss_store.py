@@ -20,7 +20,7 @@ from ice_upload_sync.ice import Credentials
 from ice_upload_sync.stores import Tracking
 from ice_upload_sync.stores.oss import OssStore
 
-from tests.store_records import LATER, NOW, final, record
+from tests.store_records import LATER, NOW, final, race, record
 
 PLAIN = Credentials("LTAI-oss-test", "oss-secret-must-never-leak")
 STS = Credentials("STS.oss-test", "sts-oss-secret-must-never-leak", "sts-oss-token-must-never-leak")
@@ -324,21 +324,6 @@ def test_the_sdk_never_logs_the_token(oss_server, bucket_name, caplog):
     with pytest.raises(StoreError) as raised:
         store.load("job00001")
     assert_no_secret(caplog.text + str(raised.value))
-
-
-def race(stores, records) -> None:
-    """Each store saves its record at the same moment, from its own thread."""
-    start = threading.Barrier(len(stores))
-
-    def write(store, rec):
-        start.wait()
-        store.save(rec)
-
-    threads = [threading.Thread(target=write, args=pair) for pair in zip(stores, records)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
 
 def assert_no_secret(text: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -22,7 +21,7 @@ from ice_upload_sync.stores import tablestore as ts_module
 from ice_upload_sync.stores.tablestore import TablestoreStore, parse_location, resolve_endpoint
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, STS_KEY_ID, STS_SECRET, STS_TOKEN, TABLESTORE_INSTANCE
-from tests.store_records import LATER, NOW, final, record
+from tests.store_records import LATER, NOW, final, race, record
 
 PLAIN = Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
 STS = Credentials(STS_KEY_ID, STS_SECRET, STS_TOKEN)
@@ -191,25 +190,6 @@ def test_a_final_job_whose_marker_cannot_be_dropped_is_still_recorded(server, st
 
 
 # ---------------------------------------------------------------- the race the merge rule must win
-
-
-def race(stores, records):
-    barrier = threading.Barrier(len(records))
-    errors = []
-
-    def write(store, rec):
-        barrier.wait()
-        try:
-            store.save(rec)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=pair) for pair in zip(stores, records)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
 
 
 def test_racing_final_and_stale_writers_never_end_non_final(server, table):
