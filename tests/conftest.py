@@ -138,8 +138,7 @@ class TablestoreView:
         self.pending_table = f"{table}_pending"
 
     def job_ids(self) -> List[str]:
-        with self.server._lock:
-            return [pk[0][1] for pk, _columns in self.server._tables[self.table].rows.values()]
+        return [primary_key[0][1] for primary_key in self.server.primary_keys(self.table)]
 
     def record(self, job_id: str) -> Optional[dict]:
         columns = self.server.row(self.table, [("job_id", job_id)])

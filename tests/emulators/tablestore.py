@@ -167,6 +167,19 @@ class TablestoreServer(LoopbackServer):
             stored = self._table(table).rows.get(pk_key(primary_key))
             return None if stored is None else {name: value for name, (value, _ts) in stored[1].items()}
 
+    def primary_keys(self, table: str) -> List[list]:
+        """Every stored row's primary key, in key order (test inspection)."""
+        with self._lock:
+            stored = self._table(table)
+            return [stored.rows[key][0] for key in stored.order]
+
+    def drop_columns(self, table: str, primary_key: List[Tuple[str, Any]], *names: str) -> None:
+        """Remove columns of a stored row by hand (test set-up)."""
+        with self._lock:
+            columns = self._table(table).rows[pk_key(primary_key)][1]
+            for name in names:
+                columns.pop(name, None)
+
     def set_columns(self, table: str, primary_key: List[Tuple[str, Any]], **columns: Any) -> None:
         """Overwrite some columns of a stored row by hand (test set-up)."""
         with self._lock:
@@ -396,15 +409,29 @@ class TablestoreServer(LoopbackServer):
         return self._single_write(body, pb.DeleteRowRequest(), pb.DELETE, pb.DeleteRowResponse)
 
     @staticmethod
-    def _visible(stored: Tuple[list, Dict[str, Tuple[Any, int]]], columns_to_get: List[str]) -> bytes:
+    def _attributes(columns: Dict[str, Tuple[Any, int]], wanted: set) -> List[Tuple[str, Any, int]]:
+        """A row's columns as the SDK reads them, (name, value, timestamp), limited to ``columns_to_get``."""
+        return [(name, value, ts) for name, (value, ts) in sorted(columns.items()) if not wanted or name in wanted]
+
+    def _visible(self, stored: Tuple[list, Dict[str, Tuple[Any, int]]], columns_to_get: List[str]) -> bytes:
         primary_key, columns = stored
         wanted = set(columns_to_get)
-        pk_names = {name for name, _ in primary_key}
-        attributes = [(name, value, ts) for name, (value, ts) in sorted(columns.items())
-                      if not wanted or name in wanted]
-        if wanted and not attributes and not wanted & pk_names:
+        attributes = self._attributes(columns, wanted)
+        if wanted and not attributes and not wanted & {name for name, _ in primary_key}:
             return b""  # none of the wanted columns: the service answers no row
         return encode_row(primary_key, attributes)
+
+    @staticmethod
+    def _check_batch(total: int, limit: int) -> None:
+        if total > limit:
+            raise OtsError(400, "OTSParameterInvalid", f"Rows count exceeds the upper limit: {limit}.")
+
+    @staticmethod
+    def _claim(seen: set, key: tuple) -> None:
+        """One key once per table in a batch, as the service insists."""
+        if key in seen:
+            raise OtsError(400, "OTSParameterInvalid", "The input parameter is invalid: duplicate rows.")
+        seen.add(key)
 
     def _api_GetRow(self, body: bytes):  # noqa: N802
         request = pb.GetRowRequest()
@@ -422,8 +449,7 @@ class TablestoreServer(LoopbackServer):
         request = pb.BatchGetRowRequest()
         request.ParseFromString(body)
         total = sum(len(table.primary_key) for table in request.tables)
-        if total > MAX_BATCH_GET_ROWS:
-            raise OtsError(400, "OTSParameterInvalid", f"Rows count exceeds the upper limit: {MAX_BATCH_GET_ROWS}.")
+        self._check_batch(total, MAX_BATCH_GET_ROWS)
         answer = pb.BatchGetRowResponse()
         with self._lock:
             for wanted in request.tables:
@@ -432,9 +458,7 @@ class TablestoreServer(LoopbackServer):
                 seen = set()
                 for raw in wanted.primary_key:
                     key = table.check_pk(decode_row(raw).primary_key)
-                    if key in seen:
-                        raise OtsError(400, "OTSParameterInvalid", "The input parameter is invalid: duplicate rows.")
-                    seen.add(key)
+                    self._claim(seen, key)
                     stored = table.rows.get(key)
                     item = out.rows.add(is_ok=True)
                     item.consumed.capacity_unit.read = 1
@@ -445,8 +469,7 @@ class TablestoreServer(LoopbackServer):
         request = pb.BatchWriteRowRequest()
         request.ParseFromString(body)
         total = sum(len(table.rows) for table in request.tables)
-        if total > MAX_BATCH_WRITE_ROWS:
-            raise OtsError(400, "OTSParameterInvalid", f"Rows count exceeds the upper limit: {MAX_BATCH_WRITE_ROWS}.")
+        self._check_batch(total, MAX_BATCH_WRITE_ROWS)
         answer = pb.BatchWriteRowResponse()
         with self._lock:
             decoded = []
@@ -455,10 +478,7 @@ class TablestoreServer(LoopbackServer):
                 seen = set()
                 for item in wanted.rows:
                     row = decode_row(item.row_change)
-                    key = table.check_pk(row.primary_key)
-                    if key in seen:
-                        raise OtsError(400, "OTSParameterInvalid", "The input parameter is invalid: duplicate rows.")
-                    seen.add(key)
+                    self._claim(seen, table.check_pk(row.primary_key))
                     decoded.append((table, item, row))
             outs: Dict[str, Any] = {}
             for table, item, row in decoded:
@@ -496,12 +516,8 @@ class TablestoreServer(LoopbackServer):
                 first, stop = bisect.bisect_right(table.order, high), bisect.bisect_right(table.order, low)
                 keys = list(reversed(table.order[first:stop]))
             page, rest = keys[:limit], keys[limit:]
-            rows = []
-            for key in page:
-                primary_key, columns = table.rows[key]
-                wanted = set(request.columns_to_get)
-                rows.append((primary_key, [(name, value, ts) for name, (value, ts) in sorted(columns.items())
-                                           if not wanted or name in wanted]))
+            wanted = set(request.columns_to_get)
+            rows = [(table.rows[key][0], self._attributes(table.rows[key][1], wanted)) for key in page]
             answer = pb.GetRangeResponse(rows=encode_rows(rows))
             if rest:
                 answer.next_start_primary_key = encode_primary_key(table.rows[rest[0]][0])
