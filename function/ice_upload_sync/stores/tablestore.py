@@ -28,7 +28,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import tablestore as ots
 from tablestore.retry import DefaultRetryPolicy
@@ -246,13 +246,10 @@ class TablestoreStore:
         return row
 
     def load(self, job_id: str) -> Optional[JobRecord]:
-        return self._read_record(job_id)[0]
-
-    def _read_record(self, job_id: str) -> Tuple[Optional[JobRecord], Optional[int]]:
         row = self._get_row(self.table, job_id, f"read the record of job {job_id}")
         if row is None or not row.attribute_columns:
-            return None, None
-        return self._parse_record(job_id, row.attribute_columns)
+            return None
+        return self._parse_record(job_id, row.attribute_columns)[0]
 
     def _parse_record(self, job_id: str, columns: Any) -> Tuple[JobRecord, int]:
         try:
@@ -320,7 +317,7 @@ class TablestoreStore:
         for index in waiting:
             results[index] = StoreError(f"Tablestore store {self.describe()}: job {records[index].job_id} kept "
                                         f"changing under concurrent writers; not written after {CAS_ROUNDS} tries")
-        return [r if r is not None else StoreError("not written") for r in results]
+        return cast(List[Union[MergeResult, StoreError]], results)  # every round settles what it does not retry
 
     def _save_round(self, items: List[Tuple[int, JobRecord]], results: list, *, last: bool) -> List[int]:
         """One read-merge-write pass; returns the indexes to try again (lost races, transient row failures)."""
