@@ -1,94 +1,85 @@
 """The FC edge: ``initialize(context)`` once per instance, ``handler(event, context)`` per event.
 
-Thin on purpose: decode -> parse -> run the use case -> shape the answer. Importing
-this module imports no SDK; ``initialize`` builds the clients (and imports them).
+Thin on purpose: decode -> parse -> run the use case -> shape the answer.
+
+FC's Python runtime passes whatever these functions return through ``json.dumps``, so both
+return plain JSON values (``initialize`` returns None). The initializer runs inside the
+first request's latency, which for an HTTP callback is part of ICE's 3 seconds on an
+instance with a fraction of a vCPU: it reads the settings and opens the store, and leaves
+the ICE SDK (about a second of CPU to import) to the first invocation that needs it.
 """
 from __future__ import annotations
 
+import json
+import logging
+import math
 import time
+from dataclasses import dataclass
+from typing import Any, Optional
 
-# Importing this module is the cold start's first step: it imports nothing else on
-# purpose (``python -X importtime -c "import index"``: a few ms). The package, logging,
-# json and the SDK are imported by ``initialize``, which FC runs once per instance;
-# the handler's own imports below then cost a dictionary lookup each.
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (6 ms)
-if TYPE_CHECKING:
-    from typing import Any, Optional
+from ice_upload_sync import callback_auth
+from ice_upload_sync.config import Settings
+from ice_upload_sync.errors import BadRequest, MethodNotAllowed, SyncIncomplete, Unauthorized
+from ice_upload_sync.events import HttpCallback, SyncRequest, parse_event, parse_http_body
+from ice_upload_sync.ice import IceGateway, resolve_credentials
+from ice_upload_sync.stores import RecordStore, open_store
+from ice_upload_sync.sync import SyncService, invocation_deadline
 
-    from ice_upload_sync.config import Settings
-    from ice_upload_sync.events import HttpCallback, SyncRequest
-    from ice_upload_sync.ice import IceGateway
-    from ice_upload_sync.stores import RecordStore
-    from ice_upload_sync.sync import SyncService
-
-_INFO, _WARNING, _ERROR = 20, 30, 40  # logging's levels, without importing logging here
+logger = logging.getLogger("ice_upload_sync")
 
 
+@dataclass(frozen=True)
 class App:
     """What one instance builds once: settings, the ICE gateway, the store and the use case."""
 
-    __slots__ = ("settings", "gateway", "store", "service")
-
-    def __init__(self, settings: Settings, gateway: IceGateway, store: RecordStore, service: SyncService) -> None:
-        self.settings = settings
-        self.gateway = gateway
-        self.store = store
-        self.service = service
+    settings: Settings
+    gateway: IceGateway
+    store: RecordStore
+    service: SyncService
 
 
 _app: Optional[App] = None
 
 
-def initialize(context: Any) -> App:
-    """FC3 initializer: read settings, import the SDK and build its client, open the store."""
+def initialize(context: Any) -> None:
+    """FC3 initializer: read the settings and open the store; the ICE client waits for its first use."""
     global _app
-    import logging
-
-    from ice_upload_sync.config import Settings
-    from ice_upload_sync.ice import IceGateway, resolve_credentials
-    from ice_upload_sync.stores import open_store
-    from ice_upload_sync.sync import SyncService
-
     if not logging.getLogger().handlers:  # local runs; FC installs its own handler
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
-    logging.getLogger("ice_upload_sync").setLevel(logging.INFO)
+    logger.setLevel(logging.INFO)
     settings = Settings.from_env()
     credentials = resolve_credentials(context)
     gateway = IceGateway(settings)
-    gateway.bind(credentials)
+    gateway.bind(credentials)  # remembers them; the SDK is imported when a lookup needs it
     store = open_store(settings, credentials)
     _app = App(settings, gateway, store, SyncService(gateway, store, settings))
-    return _app
 
 
 def handler(event: Any, context: Any) -> Any:
     started = time.monotonic()
-    app = _app or initialize(context)
-    from ice_upload_sync.errors import BadRequest
-    from ice_upload_sync.events import HttpCallback, parse_event
-    from ice_upload_sync.ice import resolve_credentials
-    from ice_upload_sync.sync import request_deadline
-
+    if _app is None:
+        initialize(context)
+    app = _app
+    assert app is not None
     credentials = resolve_credentials(context)  # STS credentials rotate between invocations
     app.gateway.bind(credentials)
     app.store.bind(credentials)
     try:
         parsed = parse_event(event)
     except BadRequest as exc:
-        _log({"event": "bad_request", "error": str(exc)}, context, started, _WARNING)
+        _log({"event": "bad_request", "error": str(exc)}, context, started, logging.WARNING)
         raise
     if isinstance(parsed, HttpCallback):
         return _http_callback(app, parsed, context, started)
-    summary = _run(app, parsed, context, request_deadline(_remaining_s(context)), started)
+    summary = _run(app, parsed, context, invocation_deadline(started, _timeout_s(context)), started)
+    # Timer and direct invocations are not in a hurry: leave the instance ready to look
+    # callbacks up at once (a no-op once the ICE client exists).
+    app.gateway.prepare()
     return summary
 
 
 def _http_callback(app: App, request: HttpCallback, context: Any, started: float) -> dict:
-    """ICE waits 3 s: authenticate, track, look up under a deadline, answer 200 regardless."""
-    from ice_upload_sync import callback_auth
-    from ice_upload_sync.errors import BadRequest, MethodNotAllowed, Unauthorized
-    from ice_upload_sync.events import parse_http_body
-
+    """ICE waits 3 s: authenticate, track, look up if the ICE client is ready, answer 200 regardless."""
     try:
         if request.method != "POST":
             raise MethodNotAllowed(f"method {request.method} not allowed; ICE callbacks are POST")
@@ -98,21 +89,24 @@ def _http_callback(app: App, request: HttpCallback, context: Any, started: float
                                  max_skew_s=app.settings.callback_max_skew_s)
         sync_request = parse_http_body(request)
     except Unauthorized as exc:
-        _log({"event": "callback_refused", "reason": str(exc)}, context, started, _WARNING)
+        _log({"event": "callback_refused", "reason": str(exc)}, context, started, logging.WARNING)
         return _http_answer(401, {"error": str(exc)})
     except BadRequest as exc:
         status = 405 if isinstance(exc, MethodNotAllowed) else 400
-        _log({"event": "bad_request", "error": str(exc)}, context, started, _WARNING)
+        _log({"event": "bad_request", "error": str(exc)}, context, started, logging.WARNING)
         return _http_answer(status, {"error": str(exc)})
     deadline = started + app.settings.callback_deadline_s
-    return _http_answer(200, _run(app, sync_request, context, deadline, started))
+    # A cold instance would spend the callback's whole window importing the ICE SDK: it
+    # records the job as tracked and leaves the lookup to the sweep. A callback that names
+    # no job ID (only a URL) has nothing to track, so it is looked up whatever it costs.
+    defer = not app.gateway.ready and not sync_request.upload_urls
+    return _http_answer(200, _run(app, sync_request, context, deadline, started, defer_lookups=defer))
 
 
-def _run(app: App, request: SyncRequest, context: Any, deadline: float, started: float) -> dict:
-    from ice_upload_sync.errors import SyncIncomplete
-
-    summary = app.service.run(request, deadline=deadline).to_dict()
-    level = _ERROR if summary["failed_count"] else _INFO
+def _run(app: App, request: SyncRequest, context: Any, deadline: float, started: float, *,
+         defer_lookups: bool = False) -> dict:
+    summary = app.service.run(request, deadline=deadline, defer_lookups=defer_lookups).to_dict()
+    level = logging.ERROR if summary["failed_count"] else logging.INFO
     _log({"event": "summary", "source": request.source, "sweep": request.sweep, **summary},
          context, started, level)
     if summary["failed_count"]:
@@ -121,31 +115,20 @@ def _run(app: App, request: SyncRequest, context: Any, deadline: float, started:
 
 
 def _http_answer(status: int, body: dict) -> dict:
-    import json
-
-    return {"statusCode": status, "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(body)}
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
 
 
-def _remaining_s(context: Any) -> Optional[float]:
-    """Seconds this invocation has left: the context's own clock where it has one, else the timeout."""
-    remaining_ms = getattr(context, "get_remaining_time_in_ms", None)
-    if callable(remaining_ms):
-        try:
-            return float(remaining_ms()) / 1000
-        except (TypeError, ValueError):
-            pass
+def _timeout_s(context: Any) -> Optional[float]:
+    """The function's timeout in seconds: FC3 gives ``context.function.timeout`` as text ("300")."""
     timeout = getattr(getattr(context, "function", None), "timeout", None)
     try:
-        return float(timeout) if timeout else None
+        seconds = float(timeout)
     except (TypeError, ValueError):
         return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
-def _log(fields: dict, context: Any, started: float, level: int = _INFO) -> None:
-    import json
-    import logging
-
+def _log(fields: dict, context: Any, started: float, level: int = logging.INFO) -> None:
     line = {"fc_request_id": getattr(context, "request_id", None),
             "duration_ms": round((time.monotonic() - started) * 1000, 1), **fields}
-    logging.getLogger("ice_upload_sync").log(level, json.dumps(line, default=str))
+    logger.log(level, json.dumps(line, default=str))

@@ -185,9 +185,11 @@ class Fc:
         monkeypatch.setattr(index, "_app", None)
 
     def context(self, credentials: Optional[Any] = None, timeout: float = 60) -> SimpleNamespace:
+        """FC3's python3.10 context; ``function.timeout`` is text there, as FC gives it."""
         return SimpleNamespace(
             request_id=f"fc-{uuid.uuid4()}", region="cn-shanghai", credentials=credentials,
-            function=SimpleNamespace(name="ice-upload-sync", handler="index.handler", timeout=timeout),
+            function=SimpleNamespace(name="ice-upload-sync", handler="index.handler", memory=256,
+                                     timeout=str(timeout)),
         )
 
     def invoke(self, event: Any, context: Optional[SimpleNamespace] = None) -> Any:
@@ -197,6 +199,12 @@ class Fc:
     def restart(self) -> None:
         """A new FC instance: settings are read again and clients rebuilt."""
         self.monkeypatch.setattr(self.index, "_app", None)
+
+    def warm(self) -> Fc:
+        """An instance that has already looked jobs up (its ICE client is ready): callbacks are looked up at once."""
+        self.index.initialize(self.context())
+        self.index._app.gateway.prepare()
+        return self
 
     def records(self) -> Dict[str, dict]:
         return {job_id: self.view.record(job_id) for job_id in self.view.job_ids()}

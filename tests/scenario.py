@@ -87,9 +87,12 @@ def load_event(name: str):
 
 
 def signed_http_event(name: str = "http-callback.json", *, key: str = CALLBACK_AUTH_KEY,
-                      url: str = CALLBACK_URL, timestamp: Optional[int] = None) -> dict:
-    """The HTTP sample event with a fresh ``X-ICE-TIMESTAMP`` and a signature made with ``key``."""
+                      url: str = CALLBACK_URL, timestamp: Optional[int] = None, body: Optional[dict] = None) -> dict:
+    """The HTTP sample event (with ``body`` as its body, if given), a fresh ``X-ICE-TIMESTAMP`` and a
+    signature made with ``key``."""
     event = load_event(name)
+    if body is not None:
+        event["body"] = json.dumps(body)
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     event["headers"]["X-Ice-Timestamp"] = stamp
     event["headers"]["X-Ice-Signature"] = hashlib.md5(f"{url}|{stamp}|{key}".encode()).hexdigest()

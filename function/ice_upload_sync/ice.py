@@ -1,8 +1,9 @@
 """The ICE gateway: GetUrlUploadInfos through the official SDK, batched, rate-limited, retried.
 
-The SDK (``alibabacloud_ice20201109`` on ``alibabacloud_tea_openapi``) costs ~0.5 s and
-~60 MB to import, so it is imported when the first client is built (``initialize``),
-never when this module is imported.
+The SDK (``alibabacloud_ice20201109`` on ``alibabacloud_tea_openapi``) costs about 0.35 s
+of CPU (compiled) and 55 MB to import, several seconds on FC's fractional vCPU, so it is
+imported by the first lookup of an instance, never when this module is imported or by
+``initialize``.
 """
 from __future__ import annotations
 
@@ -149,19 +150,39 @@ class IceGateway:
         self.settings = settings
         self.limiter = RateLimiter(settings.ice_max_qps)
         self._sleep = sleep
+        self._credentials: Optional[Credentials] = None
         self._client: Any = None
         self._client_credentials: Optional[Credentials] = None
         self._lock = threading.Lock()
         self._sdk: Any = None
-        self._warmed = False
 
     # -- SDK client -------------------------------------------------------------
 
     def bind(self, credentials: Credentials) -> None:
-        """Build the SDK client (imports the SDK on first use); reuse it while credentials hold."""
+        """Use these credentials from now on (FC's STS credentials rotate). Cheap: imports nothing.
+
+        The SDK client is built by the first lookup that needs it, and rebuilt when the
+        credentials it was built with are no longer the bound ones.
+        """
+        self._credentials = credentials
+
+    @property
+    def ready(self) -> bool:
+        """True once the SDK is imported: a lookup then costs a round trip, not a second of CPU."""
+        return self._sdk is not None
+
+    def prepare(self) -> None:
+        """Import the SDK and build the client now, so later lookups (callbacks) pay only a round trip."""
+        self._client_now()
+
+    def _client_now(self) -> Any:
+        """The SDK client for the bound credentials, built (and the SDK imported) on first use."""
         with self._lock:
+            credentials = self._credentials
+            if credentials is None:
+                raise UpstreamError("the ICE client has no credentials (call bind first)")
             if self._client is not None and credentials == self._client_credentials:
-                return
+                return self._client
             sdk = self._load_sdk()
             endpoint = self.settings.ice_endpoint
             config = sdk.Config(
@@ -175,42 +196,10 @@ class IceGateway:
                 read_timeout=int(READ_TIMEOUT_S * 1000),
                 max_idle_conns=max(self.settings.ice_concurrency, 1),
             )
-            self._client = sdk.Client(config)
+            client = sdk.Client(config)
+            self._client = client
             self._client_credentials = credentials
-            if not self._warmed:
-                self._warmed = True
-                self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Have the SDK build its HTTP session now (``initialize``), not in the first call.
-
-        The SDK builds it on its first request (an SSL context and the CA store: about 30 ms
-        for http, more for https) and keeps it per endpoint. A call is started with the SDK's
-        session factory wrapped to stop right after building it: nothing is sent. Best effort:
-        if the SDK works differently one day, the first call simply pays as before.
-        """
-        try:
-            from darabonba.core import DaraCore
-        except ImportError:  # pragma: no cover - another SDK generation
-            return
-        original = DaraCore.__dict__.get("_get_session")
-        if not isinstance(original, staticmethod):  # pragma: no cover
-            return
-
-        class _Built(Exception):
-            pass
-
-        def build_then_stop(*args: Any, **kwargs: Any) -> Any:
-            original.__func__(*args, **kwargs)
-            raise _Built
-
-        DaraCore._get_session = staticmethod(build_then_stop)
-        try:
-            self._call("JobIds", ("warmup",), READ_TIMEOUT_S)
-        except Exception:  # _Built, translated: the expected way out
-            pass
-        finally:
-            DaraCore._get_session = original
+            return client
 
     def _load_sdk(self) -> Any:
         if self._sdk is None:
@@ -249,8 +238,7 @@ class IceGateway:
     def query(self, kind: str, keys: Tuple[str, ...], *, deadline: float, retry: bool = True) -> BatchOutcome:
         """One batch, retried on throttling, 5xx and network errors with full-jitter backoff,
         never past ``deadline`` (a ``time.monotonic()`` value)."""
-        if self._client is None:
-            raise UpstreamError("the ICE client is not initialized (call bind first)")
+        client = self._client_now()
         calls = 0
         attempt = 0
         while True:
@@ -261,7 +249,7 @@ class IceGateway:
                 return BatchOutcome(kind, keys, None, _out_of_time(calls), calls)
             calls += 1
             try:
-                answer = self._call(kind, keys, remaining)
+                answer = self._call(client, kind, keys, remaining)
                 return BatchOutcome(kind, keys, answer, None, calls)
             except UpstreamError as error:
                 failure = error
@@ -272,7 +260,7 @@ class IceGateway:
             logger.warning("GetUrlUploadInfos %s (attempt %d); retrying in %.2fs", failure, calls, backoff)
             self._sleep(backoff)
 
-    def _call(self, kind: str, keys: Tuple[str, ...], remaining_s: float) -> IceAnswer:
+    def _call(self, client: Any, kind: str, keys: Tuple[str, ...], remaining_s: float) -> IceAnswer:
         sdk = self._sdk
         if kind == "JobIds":
             request = sdk.Request(job_ids=",".join(keys))
@@ -286,7 +274,7 @@ class IceGateway:
             autoretry=False,
         )
         try:
-            response = self._client.get_url_upload_infos_with_options(request, runtime)
+            response = client.get_url_upload_infos_with_options(request, runtime)
         except Exception as exc:  # the SDK's errors, translated at this boundary
             raise _translate(exc, sdk.exceptions) from None
         body = response.body.to_map() if response.body is not None else {}

@@ -112,12 +112,14 @@ class SyncService:
         self.max_age = timedelta(hours=settings.max_track_age_hours)
         self.concurrency = max(1, settings.ice_concurrency)
 
-    def run(self, request: SyncRequest, *, deadline: float) -> Summary:
+    def run(self, request: SyncRequest, *, deadline: float, defer_lookups: bool = False) -> Summary:
         """Check every job the request names (or every pending job for a sweep).
 
         ``deadline`` is a ``time.monotonic()`` value. Jobs we track but could not look
         up in time are ``deferred`` (the sweep finishes them); anything that should have
-        been written and was not is in ``failed``, and the caller raises.
+        been written and was not is in ``failed``, and the caller raises. With
+        ``defer_lookups`` (a callback on an instance whose ICE client is not ready) the
+        request's jobs are only tracked: every one that is tracked is deferred to the sweep.
         """
         started = time.monotonic()
         summary = Summary(ignored=list(request.ignored), shard=str(request.shard) if request.shard else None)
@@ -131,6 +133,10 @@ class SyncService:
                 tracked_ids, untracked = self._track(request, now, summary, writer)
             if request.sweep:
                 self._sweep(request, now, summary, deadline, started, writer)
+            elif defer_lookups and request.track and not request.upload_urls:
+                for job_id in request.job_ids:
+                    if job_id not in untracked:
+                        summary.add_deferred(job_id)
             else:
                 job_ids = [j for j in request.job_ids if j not in untracked]
                 self._check(job_ids, request.upload_urls, request, now, summary, deadline, tracked_ids, writer)
@@ -509,7 +515,11 @@ def _capability(store: Any, name: str) -> Optional[Callable[..., Any]]:
     return method
 
 
-def request_deadline(remaining_s: Optional[float], default_s: float = 60.0) -> float:
-    """A monotonic deadline leaving a margin before FC's own timeout."""
-    budget = default_s if remaining_s is None else max(0.5, remaining_s * 0.9 - 1.0)
-    return time.monotonic() + budget
+def invocation_deadline(started: float, timeout_s: Optional[float], default_s: float = 60.0) -> float:
+    """A monotonic deadline leaving a margin before FC's own timeout.
+
+    FC's context has no remaining-time method: the deadline is counted from ``started``
+    (the invocation's ``time.monotonic()``) and the function's timeout (None: ``default_s``).
+    """
+    budget = default_s if timeout_s is None else max(0.5, timeout_s * 0.9 - 1.0)
+    return started + budget

@@ -102,8 +102,9 @@ from types import SimpleNamespace
 mode, jobs, naive_jobs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 import logging
 import index
-context = SimpleNamespace(request_id="bench", credentials=None, function=SimpleNamespace(name="bench", timeout=3600))
-app = index.initialize(context)
+context = SimpleNamespace(request_id="bench", credentials=None, function=SimpleNamespace(name="bench", timeout="3600"))
+index.initialize(context)
+app = index._app
 logging.getLogger("ice_upload_sync").setLevel(logging.WARNING)
 if mode == "pipelined":
     # a warm instance, as the timer usually finds one: SDK connections open, lazy imports done

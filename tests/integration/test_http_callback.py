@@ -11,8 +11,39 @@ from tests.scenario import CALLBACK_AUTH_KEY, CALLBACK_URL, JOB, load_event, sig
 
 @pytest.fixture
 def secured(fc):
+    """A warm instance (its ICE client is ready) that checks signatures."""
     fc.monkeypatch.setenv("CALLBACK_AUTH_KEY", f"old-key,{CALLBACK_AUTH_KEY}")
-    return fc
+    return fc.warm()
+
+
+def test_a_cold_instance_tracks_the_job_answers_200_and_leaves_the_lookup_to_the_sweep(seeded, fc):
+    fc.monkeypatch.setenv("CALLBACK_AUTH_KEY", CALLBACK_AUTH_KEY)
+    answer = fc.invoke(signed_http_event())
+    assert answer["statusCode"] == 200
+    summary = json.loads(answer["body"])
+    assert (summary["tracked"], summary["deferred"], summary["api_calls"]) == (1, [JOB["http"]], 0)
+    assert seeded.calls == [] and not fc.index._app.gateway.ready  # the SDK was not even imported
+    assert fc.pending() == {JOB["http"]} and fc.record(JOB["http"]) is None
+    fc.invoke(load_event("timer-sweep.json"))
+    assert fc.record(JOB["http"])["state"] == "succeeded" and fc.pending() == set()
+    assert fc.index._app.gateway.ready  # the sweep left the instance warm: the next callback is looked up
+
+
+def test_an_idle_sweep_leaves_the_instance_ready_for_callbacks(seeded, fc):
+    fc.monkeypatch.setenv("CALLBACK_AUTH_KEY", CALLBACK_AUTH_KEY)
+    assert fc.invoke(load_event("timer-sweep.json"))["checked"] == 0 and seeded.calls == []
+    summary = json.loads(fc.invoke(signed_http_event())["body"])
+    assert (summary["written"], summary["deferred"], summary["api_calls"]) == (1, [], 1)
+    assert fc.record(JOB["http"])["state"] == "succeeded"
+
+
+def test_a_cold_callback_naming_only_a_url_is_looked_up_since_there_is_nothing_to_track(seeded, fc):
+    fc.monkeypatch.setenv("CALLBACK_AUTH_KEY", CALLBACK_AUTH_KEY)
+    url_only = {"EventType": "UploadByURLComplete", "MessageBody": {"SourceURL": seeded.job(JOB["http"])["UploadURL"],
+                                                                       "Status": "Success"}}
+    answer = fc.invoke(signed_http_event(body=url_only))
+    summary = json.loads(answer["body"])
+    assert answer["statusCode"] == 200 and summary["api_calls"] == 1 and summary["deferred"] == []
 
 
 def test_a_signed_callback_is_recorded_and_answered_200(seeded, secured):
