@@ -208,3 +208,17 @@ def test_the_command_line_check_exits_non_zero_on_problems(tmp_path, capsys):
     assert tc.main(["--template", str(path), "--example-env", "--python-renderer"]) == 1
     assert "six fields" in capsys.readouterr().out
     assert tc.main(["--template", str(TEMPLATE), "--example-env", "--python-renderer"]) == 0
+
+
+def test_every_timer_sample_is_named_like_a_timer_of_the_template():
+    """The samples show what our own triggers deliver: their triggerName is one template.yml defines (or shows
+    commented out, ready to switch on)."""
+    import json
+    import re
+
+    names = set(re.findall(r"triggerName:\s*([\w-]+)", TEMPLATE.read_text()))
+    timers = [json.loads(p.read_text()) for p in sorted((tc.REPO / "events").glob("*.json"))]
+    timers = [event for event in timers if isinstance(event, dict) and "triggerTime" in event]
+    assert len(timers) >= 3
+    for event in timers:
+        assert event["triggerName"] in names, (event["triggerName"], sorted(names))
