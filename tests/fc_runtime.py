@@ -176,8 +176,9 @@ class FcInstance:
     def __init__(self, code: Path, *, python: str = sys.executable, vendor: Optional[Path] = None,
                  env: Optional[Mapping[str, str]] = None, runtime: str = "python3.10", isolated: bool = True,
                  handler: str = "index.handler", initializer: str = "index.initialize") -> None:
-        command = [python, *(["-I", "-S"] if isolated else []), str(Path(__file__).resolve()), "--code", str(code),
-                   "--runtime", runtime, "--handler", handler, "--initializer", initializer]
+        # -B: /code is read-only (root ignores permission bits; -I ignores PYTHONDONTWRITEBYTECODE)
+        command = [python, "-B", *(["-I", "-S"] if isolated else []), str(Path(__file__).resolve()),
+                   "--code", str(code), "--runtime", runtime, "--handler", handler, "--initializer", initializer]
         if vendor is not None:
             command += ["--vendor", str(vendor)]
         environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1",
