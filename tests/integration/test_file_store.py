@@ -1,6 +1,7 @@
 """The file store on a real temp dir: atomic writes, the pending index, races between writers."""
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 
@@ -71,3 +72,29 @@ def test_racing_final_and_stale_writers_never_end_non_final(store):
             thread.join()
         assert store.load(job_id).state == "succeeded"
         assert store.tracking(job_id) is None
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_store_error(store, tmp_path):
+    locks = tmp_path / "records" / ".locks"
+    locks.rmdir()
+    locks.write_text("a file where the lock folder was")  # every lock file open now fails
+    with pytest.raises(StoreError, match="job00001"):
+        store.save(record())
+    with pytest.raises(StoreError, match="job00001"):
+        store.track(Tracking("job00001", NOW, "callback"))
+
+
+def test_a_record_that_is_not_strict_json_is_a_store_error_and_leaves_no_marker(store, tmp_path):
+    for odd in (record(user_data={"a": float("nan")}), record(error_message="cut \ud83d")):
+        with pytest.raises(StoreError, match="job00001.*not strict JSON"):
+            store.save(odd)
+    assert store.load("job00001") is None and list(store.pending_job_ids()) == []
+    written = [p.name for p in (tmp_path / "records").rglob("*") if p.is_file() and p.suffix != ".lock"]
+    assert written == []  # nothing, not even a temporary file
+
+
+def test_records_are_strict_json_in_utf8(store, tmp_path):
+    store.save(record(user_data={"title": "clip \u2713 \U0001f600"}, error_message="\u00e9"))
+    data = (tmp_path / "records" / "jobs" / "job00001.json").read_bytes()
+    assert json.loads(data.decode("utf-8"))["user_data"] == {"title": "clip \u2713 \U0001f600"}
+    assert "\u2713".encode() in data  # UTF-8 as it is, not \\u escapes

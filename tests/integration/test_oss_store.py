@@ -292,6 +292,16 @@ def test_a_failed_write_leaves_no_lock_behind(oss_server, store, raw):
     assert keys(raw, "ice/records/locks/") == [] and store.load("job00001") is None
 
 
+def test_a_record_that_is_not_strict_json_is_a_store_error_and_leaves_nothing_behind(store, raw):
+    for odd in (record(user_data=[float("inf")]), record(media_id="m\udc00")):
+        with pytest.raises(StoreError, match="job00001.*not strict JSON"):
+            store.save(odd)
+    assert keys(raw) == []  # no record, no marker, no lock
+    store.save(record(user_data={"title": "clip \u2713"}))
+    data = raw.get_object("ice/records/jobs/job00001.json").read()
+    assert json.loads(data.decode("utf-8"))["user_data"] == {"title": "clip \u2713"}
+
+
 # ---------------------------------------------------------------- credentials
 
 

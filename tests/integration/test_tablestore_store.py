@@ -178,6 +178,65 @@ def test_a_record_whose_marker_could_not_be_written_is_not_written(server, store
     assert store.load("job00001") is None  # a non-final record never exists without its marker
 
 
+# ---------------------------------------------------------------- one odd row never fails its batch-mates
+
+
+def test_a_row_the_sdk_cannot_encode_fails_alone_and_its_batch_mates_are_written(server, store, table):
+    # bypassing the normalizer (which caps sizes at 2**63-1): the SDK's PlainBuffer cannot pack it
+    records = [final(f"job{n:05d}") for n in range(8)]
+    records[5] = final("job00005", file_size=2 ** 70)
+    server.reset_calls()
+    results = store.save_many(records)
+    assert isinstance(results[5], StoreError) and "job00005" in str(results[5])
+    assert [r.changed for i, r in enumerate(results) if i != 5] == [True] * 7
+    assert store.load("job00005") is None
+    assert all(store.load(f"job{n:05d}").state == "succeeded" for n in range(8) if n != 5)
+    writes = [call for call in server.calls if call.api == "BatchWriteRow"]
+    assert sum(call.rows for call in writes) == 7 and len(writes) <= 4  # halves, never row by row
+
+
+def test_a_record_with_text_no_utf8_can_hold_fails_before_any_write_and_leaves_no_marker(server, store):
+    records = [record(f"job{n:05d}") for n in range(4)]
+    records[2] = record("job00002", error_message="cut \ud83d")
+    results = store.save_many(records)
+    assert isinstance(results[2], StoreError) and "job00002" in str(results[2])
+    assert "UnicodeEncodeError" not in str(results[2])  # named for what it is
+    assert [r.changed for i, r in enumerate(results) if i != 2] == [True] * 3
+    assert store.load("job00002") is None and store.tracking("job00002") is None
+    assert set(store.pending_job_ids()) == {"job00000", "job00001", "job00003"}
+
+
+def test_a_user_data_that_is_not_strict_json_fails_alone(store):
+    results = store.save_many([record("job00001", user_data={"a": float("nan")}), record("job00002")])
+    assert isinstance(results[0], StoreError) and "job00001" in str(results[0])
+    assert results[1].changed and store.load("job00001") is None
+
+
+def test_a_batch_the_service_refuses_whole_is_split_until_the_rows_go_through(server, store):
+    server.fail_next(1, api="BatchWriteRow", status=400, code="OTSParameterInvalid", message="Invalid column value.")
+    results = store.save_many([final(f"job{n:05d}") for n in range(6)])
+    assert all(r.changed for r in results)
+    writes = [call for call in server.calls if call.api == "BatchWriteRow"]
+    assert [(call.status, call.rows) for call in writes[1:]] == [(200, 3), (200, 3)] and writes[0].status == 400
+
+
+def test_a_busy_service_is_not_split_row_by_row(server, store):
+    server.fail_next(100, api="BatchWriteRow", status=503, code="OTSServerBusy")
+    results = store.save_many([final(f"job{n:05d}") for n in range(6)])
+    assert all(isinstance(r, StoreError) and "OTSServerBusy" in str(r) for r in results)
+    # one request and the SDK's bounded retries of it, not a request per half or per row
+    writes = [call for call in server.calls if call.api == "BatchWriteRow"]
+    assert len(writes) == 1 + ts_module.BoundedRetryPolicy.max_retry_times
+
+
+def test_a_corrupt_row_fails_its_own_job_and_not_the_others_read_with_it(server, store, table):
+    store.save_many([record(f"job{n:05d}") for n in range(3)])
+    server.set_columns(table, [("job_id", "job00001")], user_data="{not json", info="stale")
+    results = store.save_many([record(f"job{n:05d}", state="uploading") for n in range(3)])
+    assert isinstance(results[1], StoreError) and "job00001" in str(results[1])
+    assert results[0].changed and results[2].changed
+
+
 def test_a_final_job_whose_marker_cannot_be_dropped_is_still_recorded(server, store, table, caplog):
     store.save(record())
     server.deny_writes(f"{table}_pending", [("job_id", "job00001")])

@@ -16,8 +16,11 @@ from ice_upload_sync.records import (
     map_status,
     merge,
     normalize,
+    normalize_size,
+    normalize_text,
     normalize_time,
     normalize_user_data,
+    record_json,
 )
 
 # The example answer of the public GetUrlUploadInfos reference, verbatim (quirks included).
@@ -112,6 +115,114 @@ def test_errors_are_kept_only_for_failed_jobs_and_sizes_are_ints():
     blank = normalize(UploadInfo("j3", status="PROCESSING", media_id="", upload_url=" "),
                       source="timer", request_id="r", now=NOW)
     assert (blank.media_id, blank.upload_url, blank.final) == (None, None, False)
+
+
+# ---------------------------------------------------------------- odd values: null or escaped, never a raise
+
+HALF = "\ufffd"  # what half of a UTF-16 pair is recorded as
+
+
+def strict_loads(data: bytes):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(data.decode("utf-8"), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("64610", 64610), (" 12 ", 12), ("0", 0), ("6.461e4", 64610), ("12.0", 12), ("9223372036854775807", 2 ** 63 - 1),
+    ("inf", None), ("-inf", None), ("Infinity", None), ("nan", None), ("1e999", None), ("-5", None), ("12.5", None),
+    ("9223372036854775808", None), ("1e30", None), ("9" * 5000, None), ("abc", None), ("1_000", None),
+    ("\u0663", None), ("12\ud83d", None), ("", None), (None, None),
+])
+def test_file_sizes_are_ints_or_null(raw, expected):
+    assert normalize_size(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    "2026-01-01T00:00:00+24:00", "2026-01-01T00:00:00-24:00", "2026-01-01T00:00:00+05:99",
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-02-30T00:00:00Z", "2026-01-01T00:00:00\ud83d",
+    "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660",
+])
+def test_times_that_cannot_be_told_in_utc_are_null(raw):
+    assert normalize_time(raw) is None
+
+
+def test_times_keep_four_digit_years():
+    assert normalize_time("0999-01-01T00:00:00Z") == "0999-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    # only objects and arrays are parsed: every other JSON value stays the raw string
+    ("123", "123"), ("NaN", "NaN"), ("1e999", "1e999"), ("true", "true"), ("null", "null"), ('"x"', '"x"'),
+    ('"\\ud83d"', '"\\ud83d"'),
+    # strict JSON only: NaN, Infinity and numbers no double holds keep the whole value a string
+    ('{"a": NaN}', '{"a": NaN}'), ('[1, -Infinity]', '[1, -Infinity]'), ('{"a": 1e999}', '{"a": 1e999}'),
+    ('{"a": 1.5e3, "b": 10}', {"a": 1500.0, "b": 10}),
+    # a nested string that is not strict JSON stays a string inside the parsed value
+    ('{"a": "[NaN]"}', {"a": "[NaN]"}),
+    # lone surrogates, escaped in the JSON or in nested JSON, or raw: U+FFFD
+    ('{"t": "cut \\ud83d"}', {"t": "cut " + HALF}), ('{"\\udc00": 1}', {HALF: 1}),
+    ('{"n": "{\\"t\\": \\"\\\\ud83d\\"}"}', {"n": {"t": HALF}}), ("cut \ud83d", "cut " + HALF),
+    ('{"t": "\\ud83d\\ude00"}', {"t": "\U0001f600"}),  # a whole pair is one character
+    ("{\"t\": \"\ud83d\"", "{\"t\": \"" + HALF + "\""),  # not JSON, kept raw, escaped all the same
+    # too deep to be useful: the raw string
+    ("[" * 40 + "]" * 40, "[" * 40 + "]" * 40), ("[" * 100000, "[" * 100000),
+])
+def test_user_data_odd_values(raw, expected):
+    assert normalize_user_data(raw) == expected
+
+
+def test_text_fields_escape_lone_surrogates_and_keep_the_rest():
+    assert normalize_text("caf\u00e9 \U0001f600") == "caf\u00e9 \U0001f600"
+    assert normalize_text("a\ud83d\ude00b") == "a\U0001f600b"  # a pair split in two code points is joined
+    assert normalize_text("\ud83db\udc00") == HALF + "b" + HALF
+    assert normalize_text("  ") is None and normalize_text(None) is None
+
+
+def test_a_hostile_answer_is_recorded_with_warnings_naming_the_job_and_the_field(caplog):
+    info = UploadInfo("j-odd", upload_url="https://x/\ud83d.mp4", media_id="m", status="UPLOAD_FAIL",
+                      creation_time="2026-01-01T00:00:00+24:00", complete_time="2026-11-25 01:00:00",
+                      error_code="E\udc00", error_message="cut \ud83d", user_data='{"a": NaN}', file_size="inf")
+    rec = normalize(info, source="timer", request_id="r\ud83d", now=NOW)
+    assert (rec.state, rec.file_size, rec.created_at, rec.completed_at) == ("failed", None, None,
+                                                                            "2026-11-25T01:00:00Z")
+    assert (rec.upload_url, rec.error_code, rec.error_message) == ("https://x/" + HALF + ".mp4", "E" + HALF,
+                                                                   "cut " + HALF)
+    assert rec.user_data == '{"a": NaN}' and rec.ice_request_id == "r" + HALF
+    assert strict_loads(record_json(rec))["user_data"] == '{"a": NaN}'
+    for field in ("FileSize", "created_at", "upload_url", "error_code", "error_message", "user_data"):
+        assert any("j-odd" in line and field in line for line in caplog.messages), field
+
+
+def test_record_json_refuses_what_normalization_never_makes():
+    for odd in (record(user_data={"a": float("nan")}), record(error_message="\ud83d")):
+        with pytest.raises(ValueError, match="j1"):
+            record_json(odd)
+
+
+SURROGATES = st.sampled_from(["\ud83d", "\ude00", "\udc00", "\ud800"])
+HOSTILE_TEXT = st.text(st.one_of(st.characters(), SURROGATES, st.sampled_from(list('{}[]":,\\NaInfy1e9+-.'))),
+                       max_size=30)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | HOSTILE_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(HOSTILE_TEXT, inner, max_size=4),
+    max_leaves=12)
+
+
+@given(st.builds(UploadInfo, job_id=st.just("j-any"), upload_url=st.none() | HOSTILE_TEXT,
+                 media_id=st.none() | HOSTILE_TEXT, status=st.none() | HOSTILE_TEXT,
+                 creation_time=st.none() | HOSTILE_TEXT, complete_time=st.none() | HOSTILE_TEXT,
+                 error_code=st.none() | HOSTILE_TEXT, error_message=st.none() | HOSTILE_TEXT,
+                 user_data=st.none() | HOSTILE_TEXT | JSON_VALUES.map(json.dumps)
+                 | JSON_VALUES.map(lambda value: json.dumps(json.dumps(value))),
+                 file_size=st.none() | HOSTILE_TEXT | st.floats().map(str) | st.integers().map(str)))
+def test_normalize_is_total_and_every_record_is_strict_json_in_utf8(info):
+    rec = normalize(info, source="timer", request_id="r", now=NOW)
+    data = record_json(rec)
+    assert strict_loads(data)["job_id"] == "j-any"
+    assert rec.file_size is None or 0 <= rec.file_size < 2 ** 63
+    assert normalize(info, source="timer", request_id="r", now=NOW).same_information(rec)  # stable
 
 
 # ---------------------------------------------------------------- merge rule

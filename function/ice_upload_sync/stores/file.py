@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Iterator, Optional
 
 from ..errors import StoreError
-from ..records import JobRecord, MergeResult, format_time, merge
+from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json
 from .base import Tracking
 
 try:  # POSIX (FC, Linux, macOS); elsewhere the thread locks still hold within one process
@@ -66,12 +66,22 @@ class FileStore:
             if fcntl is None:
                 yield
                 return
-            with open(os.path.join(self.locks_dir, f"{stripe:02d}.lock"), "a+b") as handle:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                handle = open(os.path.join(self.locks_dir, f"{stripe:02d}.lock"), "a+b")
+            except OSError as exc:
+                raise StoreError(f"file store {self.root}: cannot open the lock file of job {job_id}: "
+                                 f"{exc.strerror or exc}") from None
+            with handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                except OSError as exc:
+                    raise StoreError(f"file store {self.root}: cannot lock job {job_id}: "
+                                     f"{exc.strerror or exc}") from None
                 try:
                     yield
                 finally:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                    with contextlib.suppress(OSError):  # closing the file releases it anyway
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         folder, name = os.path.split(path)
@@ -106,7 +116,7 @@ class FileStore:
             return None
         try:
             return JobRecord.from_dict(json.loads(raw))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise StoreError(f"file store {self.root}: record {job_id} is corrupt: {exc}") from None
 
     def tracking(self, job_id: str) -> Optional[Tracking]:
@@ -149,12 +159,13 @@ class FileStore:
             stored = self.load(job_id)
             marker = self.tracking(job_id)
             result = merge(stored, fresh, tracked_since=marker.first_seen_at if marker else None)
+            # encoded before anything is written: a record that cannot be leaves no marker behind
+            data = self._encode(result.record) if result.changed else None
             if not result.record.final and marker is None:
                 # marker first: a non-final record must never exist without it
                 marker = Tracking(job_id, result.record.first_seen_at, fresh.source)
                 self._write_atomic(self._marker_path(job_id), marker.to_json())
-            if result.changed:
-                data = json.dumps(result.record.to_dict(), ensure_ascii=False, indent=1).encode("utf-8")
+            if data is not None:
                 self._write_atomic(self._record_path(job_id), data)
             if result.record.final and marker is not None:
                 try:
@@ -164,6 +175,12 @@ class FileStore:
                 except OSError as exc:
                     raise StoreError(f"file store {self.root}: cannot untrack {job_id}: {exc.strerror}") from None
             return result
+
+    def _encode(self, record: JobRecord) -> bytes:
+        try:
+            return record_json(record)
+        except UnencodableRecord as exc:
+            raise StoreError(f"file store {self.root}: {exc}") from None
 
     def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
         """Ascending order, like OSS. A folder lists unordered, so its names are sorted in

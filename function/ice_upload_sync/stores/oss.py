@@ -34,7 +34,7 @@ from oss2.exceptions import OssError, RequestError
 
 from ..config import Settings
 from ..errors import ConfigError, StoreError
-from ..records import JobRecord, MergeResult, format_time, merge
+from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json
 from .base import ClientCache, Tracking, endpoint_override, in_fc_region
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class OssStore:
             return None
         try:
             return JobRecord.from_dict(json.loads(found[0]))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise StoreError(f"OSS store {self.describe()}: the record of job {job_id} is corrupt: "
                              f"{type(exc).__name__}") from None
 
@@ -197,10 +197,11 @@ class OssStore:
                 self._settle_marker(result.record, marker is not None, fresh.source)
                 return result
             record = result.record
+            data = self._encode(record)  # before any write: a record that cannot be leaves no marker
             if not record.final:  # marker first: a non-final record never exists without it
                 self._ensure_marker(record, fresh.source)
             lease.check()
-            self._put_record(record)
+            self._put_record(record, data)
             if record.final:
                 self._delete(self._marker_key(job_id), f"untrack job {job_id}")
                 # A writer whose lock was taken over may have regressed the record meanwhile:
@@ -257,8 +258,13 @@ class OssStore:
         marker = Tracking(record.job_id, record.first_seen_at, source)
         self._create(self._marker_key(record.job_id), marker.to_json(), f"track job {record.job_id}")
 
-    def _put_record(self, record: JobRecord) -> None:
-        data = json.dumps(record.to_dict(), ensure_ascii=False, indent=1).encode("utf-8")
+    def _encode(self, record: JobRecord) -> bytes:
+        try:
+            return record_json(record)
+        except UnencodableRecord as exc:
+            raise StoreError(f"OSS store {self.describe()}: {exc}") from None
+
+    def _put_record(self, record: JobRecord, data: bytes) -> None:
         self._call(f"write the record of job {record.job_id}",
                    lambda bucket: bucket.put_object(self._record_key(record.job_id), data,
                                                     headers={"Content-Type": "application/json"}))

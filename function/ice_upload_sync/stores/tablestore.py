@@ -18,7 +18,11 @@ expected outcome of a race, not an error) and the job is read and merged again, 
 record is never replaced by a stale non-final one. Writes are batched with BatchWriteRow
 (200 rows at most), in the order the other stores follow: markers of open jobs first,
 then the records, then the markers of jobs that became final. Rows that fail on their own
-are retried in the next round; the ones still failing are reported per job.
+are retried in the next round; the ones still failing are reported per job. One job never
+fails its batch-mates: a record that is not strict JSON in UTF-8 fails before any request
+(no marker is left for it), a corrupt stored row fails only its own job, and a request
+refused whole for what one row may carry (the SDK cannot encode it, the service calls a
+parameter invalid) is written in halves until that row fails alone.
 """
 from __future__ import annotations
 
@@ -31,11 +35,12 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import tablestore as ots
+import urllib3
 from tablestore.retry import DefaultRetryPolicy
 
 from ..config import Settings
 from ..errors import ConfigError, StoreError
-from ..records import JobRecord, MergeResult, format_time, information_fingerprint, merge
+from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, information_fingerprint, merge
 from .base import ClientCache, Tracking, endpoint_override, in_fc_region
 
 logger = logging.getLogger(__name__)
@@ -121,6 +126,8 @@ class BoundedRetryPolicy(DefaultRetryPolicy):
 
 
 def record_columns(record: JobRecord, revision: int) -> List[Tuple[str, Any]]:
+    """The row of a record. Raises ``UnencodableRecord`` for one that is not strict JSON in
+    UTF-8, before any request: the SDK would fail the whole BatchWriteRow on it."""
     data = record.to_dict()
     columns: List[Tuple[str, Any]] = []
     for name in RECORD_FIELDS:
@@ -128,7 +135,16 @@ def record_columns(record: JobRecord, revision: int) -> List[Tuple[str, Any]]:
         if value is None:
             continue
         if name == "user_data":
-            value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+            try:
+                value = json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False)
+            except (ValueError, TypeError, RecursionError) as exc:
+                raise UnencodableRecord(f"the user_data of job {record.job_id} is not strict JSON "
+                                        f"({type(exc).__name__})") from None
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UnencodableRecord(f"the {name} of job {record.job_id} is not valid UTF-8 text") from None
         columns.append((name, value))
     columns.append(("final", record.final))
     columns.append(("info", information_fingerprint(record)))
@@ -155,6 +171,7 @@ class _Stored:
     same: bool = False  # the row holds exactly this information already (its fingerprint matched)
     first_seen_at: Optional[str] = None
     fingerprint: Optional[str] = None
+    error: Optional[StoreError] = None  # this job's rows could not be read (or are corrupt): it fails alone
 
 
 @dataclass
@@ -163,6 +180,11 @@ class _Plan:
     fresh: JobRecord
     stored: _Stored
     result: MergeResult
+    columns: Optional[List[Tuple[str, Any]]] = None  # the row to write, when the result changed
+
+
+# (table, "put" | "delete", job_id, columns, expected revision): one row of a BatchWriteRow
+_RowWrite = Tuple[str, str, str, Optional[List[Tuple[str, Any]]], Optional[int]]
 
 
 class _RowFailure(Exception):
@@ -322,8 +344,15 @@ class TablestoreStore:
     def _save_round(self, items: List[Tuple[int, JobRecord]], results: list, *, last: bool) -> List[int]:
         """One read-merge-write pass; returns the indexes to try again (lost races, transient row failures)."""
         retry: List[int] = []
+        fingerprints: Dict[str, str] = {}
+        for index, fresh in items:
+            try:
+                fingerprints[fresh.job_id] = information_fingerprint(fresh)
+            except Exception as error:  # noqa: BLE001 - a record no code path should make: it fails alone
+                results[index] = self._unwritable(fresh, error)
+        items = [(index, fresh) for index, fresh in items if fresh.job_id in fingerprints]
         try:
-            stored = self._read_many({fresh.job_id: information_fingerprint(fresh) for _, fresh in items})
+            stored = self._read_many(fingerprints)
         except StoreError as error:
             for index, _ in items:
                 results[index] = error
@@ -331,11 +360,13 @@ class TablestoreStore:
         plans = []
         for index, fresh in items:
             state = stored[fresh.job_id]
-            if state.same:  # merge() would answer "unchanged": the same information is stored
-                result = MergeResult(replace(fresh, first_seen_at=state.first_seen_at or fresh.first_seen_at), False)
-            else:
-                result = merge(state.record, fresh, tracked_since=state.marker.first_seen_at if state.marker else None)
-            plans.append(_Plan(index, fresh, state, result))
+            if state.error is not None:
+                results[index] = state.error
+                continue
+            try:
+                plans.append(self._plan(index, fresh, state))
+            except Exception as error:  # noqa: BLE001 - unencodable (or a bug): this job fails, before any write
+                results[index] = self._unwritable(fresh, error)
 
         # 1. markers first: a non-final record must never exist without one
         opening = [p for p in plans if not p.result.record.final and p.stored.marker is None]
@@ -345,9 +376,8 @@ class TablestoreStore:
 
         # 2. the records, each on the condition that nobody wrote it since we read it
         writing = [p for p in plans if p.result.changed]
-        failures = self._write_rows([(self.table, "put", p.fresh.job_id,
-                                      record_columns(p.result.record, (p.stored.revision or 0) + 1),
-                                      p.stored.revision) for p in writing], f"record {len(writing)} job(s)")
+        failures = self._write_rows([(self.table, "put", p.fresh.job_id, p.columns, p.stored.revision)
+                                     for p in writing], f"record {len(writing)} job(s)")
         plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in writing}, results, retry, last)
 
         # 3. markers of final jobs last; one left behind is cleaned up by the next sweep
@@ -361,6 +391,25 @@ class TablestoreStore:
                                plan.fresh.job_id, failure)
             results[plan.index] = plan.result
         return retry
+
+    @staticmethod
+    def _plan(index: int, fresh: JobRecord, state: _Stored) -> _Plan:
+        """Merge against what is stored; the row is built here, before anything is written."""
+        if state.same:  # merge() would answer "unchanged": the same information is stored
+            result = MergeResult(replace(fresh, first_seen_at=state.first_seen_at or fresh.first_seen_at), False)
+        else:
+            result = merge(state.record, fresh, tracked_since=state.marker.first_seen_at if state.marker else None)
+        columns = record_columns(result.record, (state.revision or 0) + 1) if result.changed else None
+        return _Plan(index, fresh, state, result, columns)
+
+    def _unwritable(self, fresh: JobRecord, error: Exception) -> StoreError:
+        if isinstance(error, StoreError):
+            return error
+        if isinstance(error, UnencodableRecord):
+            return StoreError(f"Tablestore store {self.describe()}: {error}")
+        logger.error("cannot prepare the row of job %s", fresh.job_id, exc_info=error)
+        return StoreError(f"Tablestore store {self.describe()}: cannot write job {fresh.job_id}: "
+                          f"{type(error).__name__}: {str(error)[:200]}")
 
     def _settle(self, plans: List[_Plan], failures: Dict[int, Optional[Exception]], results: list,
                 retry: List[int], last: bool) -> List[_Plan]:
@@ -392,10 +441,12 @@ class TablestoreStore:
         found = self._batch_get(list(fingerprints), self.table, LIGHT_COLUMNS, with_markers=True)
         for job_id, state in found.items():
             state.same = state.fingerprint is not None and state.fingerprint == fingerprints[job_id]
-        differing = [job_id for job_id, state in found.items() if state.revision is not None and not state.same]
+        differing = [job_id for job_id, state in found.items()
+                     if state.revision is not None and not state.same and state.error is None]
         if differing:
             for job_id, full in self._batch_get(differing, self.table, None, with_markers=False).items():
-                found[job_id].record, found[job_id].revision = full.record, full.revision
+                state = found[job_id]
+                state.record, state.revision, state.error = full.record, full.revision, full.error
         return found
 
     def _batch_get(self, job_ids: List[str], table: str, columns: Optional[List[str]], *,
@@ -412,28 +463,36 @@ class TablestoreStore:
             response = self._call(f"read {len(chunk)} job(s)", "batch_get_row", request)
             for name in (table, self.pending_table) if with_markers else (table,):
                 for job_id, item in zip(chunk, response.get_result_by_table(name)):
-                    if not item.is_ok:
-                        raise StoreError(f"Tablestore store {self.describe()}: cannot read job {job_id}: "
-                                         f"{item.error_code}")
-                    if item.row is None:
-                        continue
                     state = found[job_id]
-                    if name == self.pending_table:
-                        state.marker = self._parse_marker(job_id, item.row.attribute_columns)
-                    elif columns is None:
-                        if item.row.attribute_columns:
-                            state.record, state.revision = self._parse_record(job_id, item.row.attribute_columns)
-                        else:  # a bare key, put there by hand: no record, but the row exists
-                            state.revision = 0
-                    else:
-                        values = {column[0]: column[1] for column in item.row.attribute_columns or ()}
-                        state.revision = int(values.get("revision", 0))
-                        state.first_seen_at = values.get("first_seen_at")
-                        state.fingerprint = values.get("info")
+                    if not item.is_ok:
+                        state.error = StoreError(f"Tablestore store {self.describe()}: cannot read job {job_id}: "
+                                                 f"{item.error_code}")
+                    elif item.row is not None:
+                        try:
+                            self._take_row(state, job_id, name, columns, item.row.attribute_columns)
+                        except StoreError as error:
+                            state.error = error
+                        except (ValueError, TypeError, ArithmeticError) as error:  # a row edited by hand
+                            state.error = StoreError(f"Tablestore store {self.describe()}: the row of job {job_id} "
+                                                     f"in {name} is corrupt: {type(error).__name__}")
         return found
 
-    def _write_rows(self, rows: List[Tuple[str, str, str, Optional[List[Tuple[str, Any]]], Optional[int]]],
-                    action: str) -> Dict[str, Exception]:
+    def _take_row(self, state: _Stored, job_id: str, table: str, columns: Optional[List[str]],
+                  attributes: Any) -> None:
+        if table == self.pending_table:
+            state.marker = self._parse_marker(job_id, attributes)
+        elif columns is None:
+            if attributes:
+                state.record, state.revision = self._parse_record(job_id, attributes)
+            else:  # a bare key, put there by hand: no record, but the row exists
+                state.revision = 0
+        else:
+            values = {column[0]: column[1] for column in attributes or ()}
+            state.revision = int(values.get("revision", 0))
+            state.first_seen_at = values.get("first_seen_at")
+            state.fingerprint = values.get("info")
+
+    def _write_rows(self, rows: List[_RowWrite], action: str) -> Dict[str, Exception]:
         """BatchWriteRow in chunks: (table, "put"|"delete", job_id, columns, expected revision).
 
         Record puts carry their compare-and-set condition; marker puts are create-only
@@ -443,8 +502,18 @@ class TablestoreStore:
         """
         failures: Dict[str, Exception] = {}
         for start in range(0, len(rows), MAX_BATCH_WRITE):
-            chunk = rows[start:start + MAX_BATCH_WRITE]
-            per_table: Dict[str, List[Tuple[Any, str, bool]]] = {}
+            self._write_chunk(rows[start:start + MAX_BATCH_WRITE], action, failures)
+        return failures
+
+    def _write_chunk(self, chunk: List[_RowWrite], action: str, failures: Dict[str, Exception]) -> None:
+        """One BatchWriteRow. A request refused as a whole for what one row may carry (the SDK
+        cannot encode it, the service calls a parameter invalid) is split in halves, and so on,
+        until the row to blame fails alone and its batch-mates are written. Splitting is safe:
+        every write is conditional or idempotent, so a half that had landed fails its
+        condition and is read again."""
+        client = self.client
+        per_table: Dict[str, List[Tuple[Any, str, bool]]] = {}
+        try:
             for table, kind, job_id, columns, revision in chunk:
                 primary_key = [("job_id", job_id)]
                 if kind == "delete":
@@ -461,20 +530,25 @@ class TablestoreStore:
             request = ots.BatchWriteRowRequest()
             for table, items in per_table.items():
                 request.add(ots.TableInBatchWriteRowItem(table, [item for item, _, _ in items]))
-            try:
-                response = self.client.batch_write_row(request)
-            except Exception as error:  # the SDK's errors and urllib3's
-                failure = self._fail(action, error)
-                for _table, _kind, job_id, _columns, _revision in chunk:
-                    failures[job_id] = failure
-                continue
-            for table, items in per_table.items():
-                outcomes = _row_outcomes(response, table, [item for item, _, _ in items])
-                for (_item, job_id, tolerate), outcome in zip(items, outcomes):
-                    if outcome.is_ok or (tolerate and outcome.error_code == "OTSConditionCheckFail"):
-                        continue
-                    failures[job_id] = _RowFailure(outcome.error_code or "unknown", outcome.error_message or "")
-        return failures
+            response = client.batch_write_row(request)
+        except Exception as error:  # the SDK's errors, urllib3's, and whatever encoding a row raised
+            if len(chunk) > 1 and _one_row_may_be_to_blame(error):
+                middle = len(chunk) // 2
+                logger.warning("Tablestore store %s: a request to %s was refused whole (%s); writing it in halves",
+                               self.describe(), action, type(error).__name__)
+                self._write_chunk(chunk[:middle], action, failures)
+                self._write_chunk(chunk[middle:], action, failures)
+                return
+            failure = self._fail(f"write job {chunk[0][2]}" if len(chunk) == 1 else action, error)
+            for _table, _kind, job_id, _columns, _revision in chunk:
+                failures[job_id] = failure
+            return
+        for table, items in per_table.items():
+            outcomes = _row_outcomes(response, table, [item for item, _, _ in items])
+            for (_item, job_id, tolerate), outcome in zip(items, outcomes):
+                if outcome.is_ok or (tolerate and outcome.error_code == "OTSConditionCheckFail"):
+                    continue
+                failures[job_id] = _RowFailure(outcome.error_code or "unknown", outcome.error_message or "")
 
     # -- the sweep's listing and cursors -------------------------------------------
 
@@ -520,6 +594,17 @@ class TablestoreStore:
                     continue
                 raise self._fail(f"create table {table}", error) from None
         return done
+
+
+def _one_row_may_be_to_blame(error: BaseException) -> bool:
+    """A whole request failed for what one of its rows may carry, not for the connection or the service.
+
+    Network errors (urllib3's, sockets') and service errors other than an invalid
+    parameter (throttling, 5xx, access, a missing table) fail every row alike.
+    """
+    if isinstance(error, ots.OTSServiceError):
+        return error.get_error_code() == "OTSParameterInvalid" or error.get_http_status() == 413
+    return not isinstance(error, (OSError, urllib3.exceptions.HTTPError, StoreError))
 
 
 def _revision_condition(revision: Optional[int]) -> Any:
