@@ -2,4 +2,10 @@
 
 The package is split so that importing it is cheap: nothing here imports an SDK.
 ``ice.py`` and the store adapters import theirs when a client is first built.
+
+Importing it makes every log record of the process redact URL query strings (presigned
+upload URLs carry credentials there): see ``redact.py``.
 """
+from .redact import install_log_redaction
+
+install_log_redaction()

@@ -1,5 +1,11 @@
 """The ICE gateway: GetUrlUploadInfos through the official SDK, batched, rate-limited, retried.
 
+Retries are bounded twice: at most ``MAX_ATTEMPTS`` calls per batch (the first and 3
+retries), and never past the invocation's deadline. Throttling, 5xx answers, timeouts and
+dropped connections are retried with full-jitter backoff; a name that does not resolve (a
+misspelled region in ``ICE_ENDPOINT``) or a refused connection fails at once, since another
+try a moment later meets the same wall; other 4xx answers are not retried either.
+
 The SDK (``alibabacloud_ice20201109`` on ``alibabacloud_tea_openapi``) costs about 0.35 s
 of CPU (compiled) and 55 MB to import, several seconds on FC's fractional vCPU, so it is
 imported by the first lookup of an instance, never when this module is imported or by
@@ -11,22 +17,26 @@ import ast
 import logging
 import os
 import random
+import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from .config import Settings
 from .errors import ConfigError, UpstreamError
 from .records import UploadInfo
+from .redact import redact_urls
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 10  # GetUrlUploadInfos takes at most 10 JobIds or 10 UploadURLs
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 4  # calls per batch: the first and at most 3 retries (each also bounded by the deadline)
 _RETRY_BASE_S = 0.1
 _RETRY_CAP_S = 2.0
 _RETRYABLE_CODES = frozenset({
@@ -236,11 +246,10 @@ class IceGateway:
                 yield future.result()
 
     def query(self, kind: str, keys: Tuple[str, ...], *, deadline: float, retry: bool = True) -> BatchOutcome:
-        """One batch, retried on throttling, 5xx and network errors with full-jitter backoff,
-        never past ``deadline`` (a ``time.monotonic()`` value)."""
+        """One batch, retried on throttling, 5xx, timeouts and dropped connections with full-jitter
+        backoff: at most ``MAX_ATTEMPTS`` calls, never past ``deadline`` (a ``time.monotonic()`` value)."""
         client = self._client_now()
         calls = 0
-        attempt = 0
         while True:
             if not self.limiter.acquire(deadline):
                 return BatchOutcome(kind, keys, None, _out_of_time(calls), calls)
@@ -253,11 +262,12 @@ class IceGateway:
                 return BatchOutcome(kind, keys, answer, None, calls)
             except UpstreamError as error:
                 failure = error
-            attempt += 1
-            backoff = random.uniform(0, min(_RETRY_CAP_S, _RETRY_BASE_S * (2 ** attempt)))
-            if not (retry and failure.retryable) or time.monotonic() + backoff >= deadline - 0.05:
+            backoff = random.uniform(0, min(_RETRY_CAP_S, _RETRY_BASE_S * (2 ** calls)))
+            if not (retry and failure.retryable) or calls >= MAX_ATTEMPTS \
+                    or time.monotonic() + backoff >= deadline - 0.05:
                 return BatchOutcome(kind, keys, None, failure, calls)
-            logger.warning("GetUrlUploadInfos %s (attempt %d); retrying in %.2fs", failure, calls, backoff)
+            logger.warning("GetUrlUploadInfos %s (attempt %d of %d); retrying in %.2fs",
+                           failure, calls, MAX_ATTEMPTS, backoff)
             self._sleep(backoff)
 
     def _call(self, client: Any, kind: str, keys: Tuple[str, ...], remaining_s: float) -> IceAnswer:
@@ -276,7 +286,7 @@ class IceGateway:
         try:
             response = client.get_url_upload_infos_with_options(request, runtime)
         except Exception as exc:  # the SDK's errors, translated at this boundary
-            raise _translate(exc, sdk.exceptions) from None
+            raise _translate(exc, sdk.exceptions, self.settings.ice_endpoint.host) from None
         body = response.body.to_map() if response.body is not None else {}
         return parse_answer(body)
 
@@ -295,8 +305,12 @@ def _out_of_time(calls: int) -> UpstreamError:
                          retryable=True)
 
 
-def _translate(exc: Exception, exceptions: Any) -> UpstreamError:
-    """SDK exception -> UpstreamError; retryable for throttling, 5xx and network failures."""
+def _translate(exc: Exception, exceptions: Any, endpoint: str) -> UpstreamError:
+    """SDK exception -> UpstreamError; retryable for throttling, 5xx, timeouts and dropped connections.
+
+    Every text taken from the SDK is redacted: its errors quote our request, presigned upload
+    URLs included.
+    """
     if isinstance(exc, exceptions.AlibabaCloudException):
         code = str(getattr(exc, "code", "") or "")
         status = getattr(exc, "status_code", None) or 0
@@ -305,14 +319,74 @@ def _translate(exc: Exception, exceptions: Any) -> UpstreamError:
             isinstance(exc, (exceptions.ThrottlingException, exceptions.ServerException))
             or code in _RETRYABLE_CODES or code.startswith("Throttling") or status >= 500
         )
-        return UpstreamError(f"ICE answered HTTP {status} {code} (request {request_id})",
+        data = getattr(exc, "data", None)
+        said = _first_line((data.get("Message") or data.get("message") or "") if isinstance(data, dict) else "")
+        return UpstreamError(f"ICE answered HTTP {status} {code}{': ' + said if said else ''} (request {request_id})",
                              code=code or None, retryable=retryable)
-    # UnretryableException wraps network errors (refused, reset, timeouts).
-    inner = getattr(exc, "inner_exception", None) or exc
-    return UpstreamError(f"ICE unreachable: {type(inner).__name__}: {_first_line(inner)}",
-                         code="NetworkError", retryable=True)
+    return _network_failure(exc, endpoint)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return text[:200]
+# The SDK turns the HTTP library's exception into text (``RetryError(str(e))``); the original
+# stays reachable through ``__context__``, and the text is the fallback when it is not.
+_NAME_NOT_RESOLVED_TEXT = re.compile(
+    r"NameResolutionError|Failed to resolve|Name or service not known|nodename nor servname|"
+    r"No address associated with hostname|getaddrinfo failed", re.IGNORECASE)
+_REFUSED_TEXT = re.compile(r"Connection refused|\[Errno 111\]|WinError 10061|ECONNREFUSED", re.IGNORECASE)
+
+
+def _network_failure(exc: BaseException, endpoint: str) -> UpstreamError:
+    """An error that got no answer from ICE. Fail fast when trying again cannot help:
+
+    - the endpoint's name does not resolve (a misspelled region): a resolver answers that
+      in milliseconds, and would answer it again;
+    - the connection is refused: nothing listens there.
+    Timeouts and dropped or reset connections are retried (within the count and the deadline).
+    """
+    chain = list(_causes(exc))
+    inner = getattr(exc, "inner_exception", None) or exc  # UnretryableException wraps the SDK's RetryError
+    detail = _first_line(getattr(inner, "message", None) or inner)  # RetryError keeps its text in ``message``
+    text = " ".join(_first_line(link) for link in chain)
+    unresolved = [link for link in chain if _is_name_not_resolved(link)]
+    if unresolved or _NAME_NOT_RESOLVED_TEXT.search(text):
+        cause = _described(unresolved[-1]) if unresolved else detail
+        return UpstreamError(f"ICE endpoint {endpoint} does not resolve ({cause}): check ICE_REGION / ICE_ENDPOINT",
+                             code="NameNotResolved", retryable=False)
+    refused = [link for link in chain if isinstance(link, ConnectionRefusedError)]
+    if refused or _REFUSED_TEXT.search(text):
+        cause = _described(refused[-1]) if refused else detail
+        return UpstreamError(f"ICE endpoint {endpoint} refused the connection ({cause}): check ICE_ENDPOINT",
+                             code="ConnectionRefused", retryable=False)
+    return UpstreamError(f"ICE unreachable: {type(inner).__name__}: {detail}", code="NetworkError", retryable=True)
+
+
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _is_name_not_resolved(exc: BaseException) -> bool:
+    # urllib3's NameResolutionError (requests), aiohttp's ClientConnectorDNSError (the async SDK)
+    return isinstance(exc, socket.gaierror) or type(exc).__name__ in ("NameResolutionError", "ClientConnectorDNSError")
+
+
+def _causes(exc: BaseException, limit: int = 16) -> Iterable[BaseException]:
+    """``exc`` and what it wraps: ``inner_exception`` (Tea), ``__cause__`` / ``__context__``,
+    ``reason`` (urllib3's MaxRetryError) and an exception passed as the first argument (requests)."""
+    seen: set = set()
+    todo: List[BaseException] = [exc]
+    while todo and len(seen) < limit:
+        link = todo.pop(0)
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        for nested in (getattr(link, "inner_exception", None), link.__cause__, link.__context__,
+                       getattr(link, "reason", None), link.args[0] if link.args else None):
+            if isinstance(nested, BaseException):
+                todo.append(nested)
+
+
+def _first_line(exc: Any) -> str:
+    """The first line of an error's text, at most 200 characters, URL queries redacted."""
+    text = str(exc)
+    text = text.splitlines()[0] if text else ""
+    return redact_urls(text)[:200]

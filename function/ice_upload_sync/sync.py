@@ -23,9 +23,19 @@ from urllib.parse import quote
 
 from .config import Settings
 from .errors import StoreError
-from .events import Shard, SyncRequest, is_valid_job_id
+from .events import RefusedMessage, Shard, SyncRequest, is_valid_job_id
 from .ice import BATCH_SIZE, BatchOutcome
-from .records import JobRecord, MergeResult, expire_if_stale, format_time, map_status, normalize, not_found_record
+from .records import (
+    JobRecord,
+    MergeResult,
+    expire_if_stale,
+    format_time,
+    map_status,
+    normalize,
+    not_found_record,
+    well_formed_text,
+)
+from .redact import redact_urls
 from .stores.base import RecordStore, Tracking
 
 logger = logging.getLogger(__name__)
@@ -45,7 +55,8 @@ class Summary:
     """The handler's answer (contract section 6) plus a few counters that explain it.
 
     ``not_found``, ``failed`` and ``deferred`` list at most ``LIST_CAP`` job IDs each
-    (a sweep of 100,000 jobs must not answer megabytes); ``*_count`` are the totals.
+    (a sweep of 100,000 jobs must not answer megabytes); ``*_count`` are the totals. Upload
+    URLs among them are listed with their query redacted (presigned URLs carry credentials).
     """
 
     checked: int = 0
@@ -64,21 +75,37 @@ class Summary:
     deferred_count: int = 0
     cursor: Optional[str] = None  # where an unfinished sweep stopped; the next one resumes after it
     shard: Optional[str] = None  # "i/K" for a sharded sweep
+    # malformed messages of a batch (at most LIST_CAP; refused_count is the total): the handler raises
+    refused: List[RefusedMessage] = field(default_factory=list)
+    refused_count: int = 0
+    # every failed key, not only the listed hundred: the run's end asks which are still tracked
+    failed_ids: List[str] = field(default_factory=list, repr=False)
 
     def add_failed(self, job_id: str) -> None:
+        job_id = redact_urls(job_id)
         self.failed_count += 1
+        self.failed_ids.append(job_id)
         if len(self.failed) < LIST_CAP:
             self.failed.append(job_id)
 
     def add_not_found(self, job_id: str) -> None:
         self.not_found_count += 1
         if len(self.not_found) < LIST_CAP:
-            self.not_found.append(job_id)
+            self.not_found.append(redact_urls(job_id))
 
     def add_deferred(self, job_id: str) -> None:
         self.deferred_count += 1
         if len(self.deferred) < LIST_CAP:
-            self.deferred.append(job_id)
+            self.deferred.append(redact_urls(job_id))
+
+    def defer_failed(self, job_ids: Iterable[str]) -> None:
+        """Move these failed jobs to ``deferred``: still tracked, the next sweep retries them."""
+        moving = set(job_ids)
+        for job_id in dict.fromkeys(j for j in self.failed_ids if j in moving):
+            self.add_deferred(job_id)
+        self.failed_ids = [j for j in self.failed_ids if j not in moving]
+        self.failed = self.failed_ids[:LIST_CAP]
+        self.failed_count = len(self.failed_ids)
 
     def to_dict(self) -> dict:
         return {
@@ -88,6 +115,7 @@ class Summary:
             "ignored": self.ignored, "complete": self.complete,
             "not_found_count": self.not_found_count, "failed_count": self.failed_count,
             "deferred_count": self.deferred_count, "cursor": self.cursor, "shard": self.shard,
+            "refused": [message.to_dict() for message in self.refused], "refused_count": self.refused_count,
         }
 
 
@@ -115,14 +143,16 @@ class SyncService:
     def run(self, request: SyncRequest, *, deadline: float, defer_lookups: bool = False) -> Summary:
         """Check every job the request names (or every pending job for a sweep).
 
-        ``deadline`` is a ``time.monotonic()`` value. Jobs we track but could not look
-        up in time are ``deferred`` (the sweep finishes them); anything that should have
-        been written and was not is in ``failed``, and the caller raises. With
+        ``deadline`` is a ``time.monotonic()`` value. A job that should have been written
+        and was not is ``deferred`` when it is still tracked (its pending marker exists, so
+        the next sweep tries again), and ``failed`` otherwise: the caller raises only for
+        those, since FC re-running the whole invocation adds nothing for the others. With
         ``defer_lookups`` (a callback on an instance whose ICE client is not ready) the
         request's jobs are only tracked: every one that is tracked is deferred to the sweep.
         """
         started = time.monotonic()
-        summary = Summary(ignored=list(request.ignored), shard=str(request.shard) if request.shard else None)
+        summary = Summary(ignored=list(request.ignored), shard=str(request.shard) if request.shard else None,
+                          refused=list(request.refused[:LIST_CAP]), refused_count=len(request.refused))
         now = self.clock()
         # A store that batches gets five answers (up to 50 records) per save_many call.
         group = SAVE_MANY_ANSWERS if _capability(self.store, "save_many") is not None else 1
@@ -140,6 +170,7 @@ class SyncService:
             else:
                 job_ids = [j for j in request.job_ids if j not in untracked]
                 self._check(job_ids, request.upload_urls, request, now, summary, deadline, tracked_ids, writer)
+        self._defer_still_tracked(summary, deadline)
         return summary
 
     def _write_concurrency(self) -> int:
@@ -277,12 +308,23 @@ class SyncService:
         writer.submit_grouped(self._write_answers, (outcome, request, now, tracked))
 
     def _write_answers(self, answers: List[Tuple[BatchOutcome, SyncRequest, datetime, Set[str]]]) -> _Report:
-        """Answers -> records -> the store, in one ``save_many`` where the store has it. On a writer thread."""
+        """Answers -> records -> the store, in one ``save_many`` where the store has it. On a writer thread.
+
+        Never raises: whatever goes wrong with one job fails that job (logged with its ID),
+        and an exception that escapes the per-job guards fails the jobs of these answers
+        that it left unsettled, never the invocation.
+        """
         report = _Report()
-        records: List[JobRecord] = []
-        for outcome, request, now, tracked in answers:
-            records += self._records_of(outcome, request, now, tracked, report)
-        self._save_all(records, answers[0][2], report)
+        try:
+            records: List[JobRecord] = []
+            for outcome, request, now, tracked in answers:
+                records += self._records_of(outcome, request, now, tracked, report)
+            self._save_all(records, answers[0][2], report)
+        except Exception:  # noqa: BLE001 - a bug must cost its jobs, not the sweep
+            settled = set(report.failed) | set(report.not_found)
+            unsettled = [job_id for job_id in _job_ids_of(answers) if job_id not in settled]
+            logger.exception("writing %d job(s) failed unexpectedly: %s", len(unsettled), ", ".join(unsettled[:10]))
+            report = _Report(failed=[*report.failed, *unsettled], not_found=report.not_found)
         return report
 
     def _records_of(self, outcome: BatchOutcome, request: SyncRequest, now: datetime, tracked: Set[str],
@@ -290,19 +332,25 @@ class SyncService:
         answer = outcome.answer
         assert answer is not None
         claimed = {hint.job_id: hint.status for hint in request.hints if hint.job_id and hint.status}
+        stamp = format_time(now)
         records: List[JobRecord] = []
         seen = set()
         for info in answer.infos:
             if not is_valid_job_id(info.job_id):
                 # it becomes a file name and a key: never trust it blindly, even from ICE
                 logger.warning("ICE answered an upload with JobId %r, not a job ID we can record "
-                               "(request %s)", info.job_id[:80], answer.request_id)
+                               "(request %r)", info.job_id[:80], answer.request_id)
                 continue
             seen.add(info.job_id)
-            record = normalize(info, source=request.source, request_id=answer.request_id, now=format_time(now))
+            try:
+                record = normalize(info, source=request.source, request_id=answer.request_id, now=stamp)
+            except Exception:  # noqa: BLE001 - normalizers are total; if one is not, only this job pays
+                logger.exception("cannot normalize job %s (request %r)", info.job_id, answer.request_id)
+                report.failed.append(info.job_id)
+                continue
             if info.job_id in claimed and map_status(claimed[info.job_id]) != record.state:
                 # a callback is a hint: ICE's answer is what we record, the difference is worth a line
-                logger.info("callback said %r for job %s, ICE answers %r (request %s): recorded ICE's",
+                logger.info("callback said %r for job %s, ICE answers %r (request %r): recorded ICE's",
                             claimed[info.job_id], info.job_id, info.status, answer.request_id)
             records.append(record)
         if outcome.kind == "JobIds":
@@ -312,13 +360,13 @@ class SyncService:
                     continue
                 try:
                     known = job_id in tracked or self._is_tracked(job_id)
-                except StoreError as exc:
-                    logger.error("cannot tell whether job %s is tracked: %s", job_id, exc)
+                except Exception as exc:  # noqa: BLE001 - StoreError, or a store bug: this job fails alone
+                    _log_failure(f"cannot tell whether job {job_id} is tracked", exc)
                     report.failed.append(job_id)
                     continue
                 if known:
                     records.append(not_found_record(job_id, source=request.source,
-                                                    request_id=answer.request_id, now=format_time(now)))
+                                                    request_id=well_formed_text(answer.request_id), now=stamp))
                 else:
                     report.not_found.append(job_id)  # nobody tracked it: reported, never written
         return records
@@ -328,8 +376,8 @@ class SyncService:
         for record in records:
             try:
                 record = self._expire_if_stale(record, now)
-            except StoreError as exc:
-                logger.error("cannot record job %s: %s", record.job_id, exc)
+            except Exception as exc:  # noqa: BLE001 - StoreError, or a store bug: this job fails alone
+                _log_failure(f"cannot record job {record.job_id}", exc)
                 report.failed.append(record.job_id)
                 continue
             report.expired += record.state == "expired"
@@ -341,6 +389,10 @@ class SyncService:
                 results = save_many(ready)
             except StoreError as exc:  # the whole call failed: every record of it did
                 results = [exc] * len(ready)
+            except Exception:  # noqa: BLE001 - a store bug no job can be blamed for yet: one at a time finds it
+                logger.exception("saving %d records together failed unexpectedly; saving them one at a time",
+                                 len(ready))
+                results = [self._save_one(record) for record in ready]
         else:
             results = [self._save_one(record) for record in ready]
         for record, result in zip(ready, results):
@@ -353,10 +405,14 @@ class SyncService:
                 report.unchanged += 1
 
     def _save_one(self, record: JobRecord) -> Union[MergeResult, StoreError]:
+        """``store.save``; any failure becomes a ``StoreError`` for this job alone."""
         try:
             return self.store.save(record)
         except StoreError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - the store's bug, this job's failure
+            logger.exception("saving job %s failed unexpectedly", record.job_id)
+            return StoreError(f"{type(exc).__name__} while saving job {record.job_id}: {str(exc)[:200]}")
 
     def _expire_if_stale(self, record: JobRecord, now: datetime) -> JobRecord:
         if record.final:
@@ -369,18 +425,49 @@ class SyncService:
 
     def _lookup_failed(self, outcome: BatchOutcome, request: SyncRequest, summary: Summary,
                        tracked: Set[str]) -> None:
+        """A batch ICE did not answer. A job we track (listed by the sweep, or tracked by this
+        request) is deferred whatever ICE did: its marker stays, so the next sweep asks again.
+        Anything else is failed (``_defer_still_tracked`` still looks for a marker)."""
         error = outcome.error
-        transient = error is not None and error.retryable
+        deferred = 0
         for key in outcome.keys:
-            is_tracked = outcome.kind == "JobIds" and key in tracked
-            # A tracked job is safe with the sweep after a transient failure (throttled,
-            # 5xx, timeout, out of time), and on the callback path whatever ICE did:
-            # ICE must get its answer in time.
-            if is_tracked and (transient or request.source == "callback"):
+            if outcome.kind == "JobIds" and key in tracked:
                 summary.add_deferred(key)
+                deferred += 1
             else:
                 summary.add_failed(key)
-        logger.warning("GetUrlUploadInfos failed for %d %s: %s", len(outcome.keys), outcome.kind, error)
+        # running out of time is the plan working (the sweep finishes them); anything else is an error
+        level = logging.WARNING if error is not None and error.code == "Deadline" else logging.ERROR
+        logger.log(level, "GetUrlUploadInfos failed for %d %s after %d call(s): %s (%d deferred to the next sweep)",
+                   len(outcome.keys), outcome.kind, outcome.api_calls, error, deferred)
+
+    def _defer_still_tracked(self, summary: Summary, deadline: float) -> None:
+        """Failed jobs whose pending marker exists become ``deferred`` (contract section 6).
+
+        The next sweep lists them and tries again, so raising (FC re-runs the whole
+        invocation up to three times) would only repeat the work. A job whose marker cannot
+        be confirmed (the store fails to answer, no time is left) stays failed: the handler
+        raises for it. So does an upload URL, which has no marker to look for.
+        """
+        if not summary.failed_count:
+            return
+        still_tracked: List[str] = []
+        for job_id in summary.failed_ids:
+            if time.monotonic() >= deadline:
+                break
+            if not is_valid_job_id(job_id):
+                continue
+            try:
+                if self.store.tracking(job_id) is not None:
+                    still_tracked.append(job_id)
+            except Exception as exc:  # noqa: BLE001 - the store is failing: the rest stay failed, and we raise
+                _log_failure("cannot tell whether the jobs not recorded are still tracked", exc)
+                break
+        if still_tracked:
+            summary.defer_failed(still_tracked)
+            shown = ", ".join(still_tracked[:10]) + (" ..." if len(still_tracked) > 10 else "")
+            logger.error("%d job(s) not recorded but still tracked: the next sweep retries them (%s)",
+                         len(still_tracked), shown)
 
     def _is_tracked(self, job_id: str) -> bool:
         return self.store.tracking(job_id) is not None or self.store.load(job_id) is not None
@@ -505,6 +592,25 @@ class _Progress:
             self._next += 1
         if not self.unbroken:
             self._ahead.clear()
+
+
+def _job_ids_of(answers: List[Tuple[BatchOutcome, SyncRequest, datetime, Set[str]]]) -> List[str]:
+    """Every job ID these answers are about: the IDs asked for, and those ICE answered (by URL too)."""
+    job_ids: Dict[str, None] = {}
+    for outcome, _request, _now, _tracked in answers:
+        if outcome.kind == "JobIds":
+            job_ids.update(dict.fromkeys(outcome.keys))
+        if outcome.answer is not None:
+            job_ids.update(dict.fromkeys(info.job_id for info in outcome.answer.infos if is_valid_job_id(info.job_id)))
+    return list(job_ids)
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """A store's failure in one line; anything else (a bug) with its stack trace."""
+    if isinstance(exc, StoreError):
+        logger.error("%s: %s", what, exc)
+    else:
+        logger.error("%s: %s", what, exc, exc_info=exc)
 
 
 def _capability(store: Any, name: str) -> Optional[Callable[..., Any]]:
