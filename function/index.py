@@ -19,7 +19,14 @@ from typing import Any, Optional
 
 from ice_upload_sync import callback_auth
 from ice_upload_sync.config import Settings
-from ice_upload_sync.errors import BadRequest, MethodNotAllowed, SyncIncomplete, Unauthorized
+from ice_upload_sync.errors import (
+    BadRequest,
+    MessagesRefused,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    SyncIncomplete,
+    Unauthorized,
+)
 from ice_upload_sync.events import HttpCallback, SyncRequest, parse_event, parse_http_body
 from ice_upload_sync.ice import IceGateway, resolve_credentials
 from ice_upload_sync.stores import RecordStore, open_store
@@ -47,7 +54,10 @@ def initialize(context: Any) -> None:
     if not logging.getLogger().handlers:  # local runs; FC installs its own handler
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     logger.setLevel(logging.INFO)
-    settings = Settings.from_env()
+    settings = Settings.from_env()  # a CALLBACK_AUTH_KEY that is set but unusable stops the instance here
+    if not settings.callback_auth_keys:
+        logger.warning("CALLBACK_AUTH_KEY is not set: HTTP callbacks are accepted without checking their "
+                       "signature. Set it to the AuthKey of ICE's callback settings.")
     credentials = resolve_credentials(context)
     gateway = IceGateway(settings)
     gateway.bind(credentials)  # remembers them; the SDK is imported when a lookup needs it
@@ -71,6 +81,8 @@ def handler(event: Any, context: Any) -> Any:
         raise
     if isinstance(parsed, HttpCallback):
         return _http_callback(app, parsed, context, started)
+    for refused in parsed.refused:  # a batch's malformed messages; the others are recorded, then we raise
+        _log({"event": "message_refused", **refused.to_dict()}, context, started, logging.WARNING)
     summary = _run(app, parsed, context, invocation_deadline(started, _timeout_s(context)), started)
     # Timer and direct invocations are not in a hurry: leave the instance ready to look
     # callbacks up at once (a no-op once the ICE client exists).
@@ -82,17 +94,15 @@ def _http_callback(app: App, request: HttpCallback, context: Any, started: float
     """ICE waits 3 s: authenticate, track, look up if the ICE client is ready, answer 200 regardless."""
     try:
         if request.method != "POST":
-            raise MethodNotAllowed(f"method {request.method} not allowed; ICE callbacks are POST")
+            raise MethodNotAllowed(f"method {request.method[:16]!r} not allowed; ICE callbacks are POST")
         if app.settings.callback_auth_keys:
-            callback_auth.verify(request, keys=app.settings.callback_auth_keys,
-                                 configured_url=app.settings.callback_url, now=time.time(),
-                                 max_skew_s=app.settings.callback_max_skew_s)
+            _authenticate(app, request)
         sync_request = parse_http_body(request)
     except Unauthorized as exc:
         _log({"event": "callback_refused", "reason": str(exc)}, context, started, logging.WARNING)
         return _http_answer(401, {"error": str(exc)})
     except BadRequest as exc:
-        status = 405 if isinstance(exc, MethodNotAllowed) else 400
+        status = 405 if isinstance(exc, MethodNotAllowed) else 413 if isinstance(exc, PayloadTooLarge) else 400
         _log({"event": "bad_request", "error": str(exc)}, context, started, logging.WARNING)
         return _http_answer(status, {"error": str(exc)})
     deadline = started + app.settings.callback_deadline_s
@@ -103,14 +113,37 @@ def _http_callback(app: App, request: HttpCallback, context: Any, started: float
     return _http_answer(200, _run(app, sync_request, context, deadline, started, defer_lookups=defer))
 
 
+def _authenticate(app: App, request: HttpCallback) -> None:
+    """``callback_auth.verify``, whose every refusal is ``Unauthorized``.
+
+    The anonymous caller controls every byte it checks; ``verify`` is written to be total,
+    and if it ever is not, the caller still gets 401 (the failure is logged with its trace),
+    never a 5xx.
+    """
+    try:
+        callback_auth.verify(request, keys=app.settings.callback_auth_keys, configured_url=app.settings.callback_url,
+                             now=time.time(), max_skew_s=app.settings.callback_max_skew_s)
+    except Unauthorized:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug in the check must not answer a stranger with a 5xx
+        logger.exception("checking a callback's signature failed unexpectedly")
+        raise Unauthorized("the callback's signature could not be checked") from exc
+
+
 def _run(app: App, request: SyncRequest, context: Any, deadline: float, started: float, *,
          defer_lookups: bool = False) -> dict:
+    """Run the use case and log its summary; raise after everything else is written when
+    a job could not be recorded (``SyncIncomplete``) or a batch had malformed messages
+    (``MessagesRefused``, a ``SyncIncomplete`` too), so FC retries or routes the event to the
+    failure destination."""
     summary = app.service.run(request, deadline=deadline, defer_lookups=defer_lookups).to_dict()
-    level = logging.ERROR if summary["failed_count"] else logging.INFO
+    incomplete = summary["failed_count"] or summary["refused_count"]
     _log({"event": "summary", "source": request.source, "sweep": request.sweep, **summary},
-         context, started, level)
+         context, started, logging.ERROR if incomplete else logging.INFO)
+    if summary["refused_count"]:
+        raise MessagesRefused(summary)
     if summary["failed_count"]:
-        raise SyncIncomplete(summary)  # after every other record was written: FC retries
+        raise SyncIncomplete(summary)
     return summary
 
 

@@ -29,7 +29,7 @@ class Settings:
     record_store: str = "file://./.records"
     oss_endpoint: Optional[str] = None
     tablestore_endpoint: Optional[str] = None
-    callback_auth_keys: Tuple[str, ...] = ()
+    callback_auth_keys: Tuple[str, ...] = ()  # empty: CALLBACK_AUTH_KEY unset, callbacks are not checked
     callback_url: Optional[str] = None
     callback_max_skew_s: int = 300
     # How long the HTTP callback path may spend on its lookup; ICE waits 3 s in all.
@@ -52,14 +52,13 @@ class Settings:
         region = text("ICE_REGION") or cls.ice_region
         if not _REGION.match(region):
             raise ConfigError(f"ICE_REGION {region!r} is not a region ID such as 'cn-shanghai'")
-        keys = tuple(k.strip() for k in (text("CALLBACK_AUTH_KEY") or "").split(",") if k.strip())
         return cls(
             ice_region=region,
             ice_endpoint=parse_ice_endpoint(text("ICE_ENDPOINT"), region),
             record_store=text("RECORD_STORE") or cls.record_store,
             oss_endpoint=text("OSS_ENDPOINT"),
             tablestore_endpoint=text("TABLESTORE_ENDPOINT"),
-            callback_auth_keys=keys,
+            callback_auth_keys=parse_callback_keys(env.get("CALLBACK_AUTH_KEY")),
             callback_url=text("CALLBACK_URL"),
             callback_max_skew_s=_number(env, "CALLBACK_MAX_SKEW_S", cls.callback_max_skew_s, int, 1),
             callback_deadline_s=_number(env, "CALLBACK_DEADLINE_S", cls.callback_deadline_s, float, 0.1),
@@ -68,6 +67,28 @@ class Settings:
             ice_concurrency=_number(env, "ICE_CONCURRENCY", cls.ice_concurrency, int, 1),
             sweep_budget_s=_number(env, "SWEEP_BUDGET_S", cls.sweep_budget_s, float, 0.1),
         )
+
+
+def parse_callback_keys(value: Optional[str]) -> Tuple[str, ...]:
+    """``CALLBACK_AUTH_KEY``: unset means callbacks are not checked (``initialize`` warns); set
+    means at least one usable key, comma-separated while rotating (``old,new``).
+
+    A variable that is set but holds no key ("", " ", ",") or a key with whitespace, a control
+    or a non-ASCII character inside (ICE's AuthKey is letters and digits) is a ConfigError:
+    silently accepting unsigned callbacks because of a typo is the failure this prevents.
+    The message names the key by position, never by value.
+    """
+    if value is None:
+        return ()
+    keys = tuple(key.strip() for key in value.split(",") if key.strip())
+    if not keys:
+        raise ConfigError("CALLBACK_AUTH_KEY is set but holds no key: set it to ICE's callback AuthKey "
+                          "(comma-separated while rotating), or unset it to accept unsigned callbacks")
+    for number, key in enumerate(keys, 1):
+        if not all("!" <= char <= "~" for char in key):
+            raise ConfigError(f"CALLBACK_AUTH_KEY key #{number} contains whitespace, a control character or a "
+                              "non-ASCII character; ICE's AuthKey is letters and digits")
+    return keys
 
 
 def parse_ice_endpoint(value: Optional[str], region: str) -> IceEndpoint:

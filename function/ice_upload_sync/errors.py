@@ -14,6 +14,10 @@ class MethodNotAllowed(BadRequest):
     """The HTTP trigger was called with a method other than POST (HTTP: 405)."""
 
 
+class PayloadTooLarge(BadRequest):
+    """A callback body or queue message is larger than any ICE callback (HTTP: 413)."""
+
+
 class Unauthorized(IceUploadSyncError):
     """An HTTP callback failed signature or timestamp checks (HTTP: 401)."""
 
@@ -43,8 +47,28 @@ class SyncIncomplete(IceUploadSyncError):
     """
 
     def __init__(self, summary: dict) -> None:
+        parts = []
         failed = summary.get("failed", [])  # at most the answer's list cap; the count is the total
-        count = summary.get("failed_count", len(failed))
-        shown = ", ".join(failed[:10]) + (" ..." if count > 10 else "")
-        super().__init__(f"{count} job(s) not recorded: {shown}")
+        failed_count = summary.get("failed_count", len(failed))
+        if failed_count:
+            parts.append(f"{failed_count} job(s) not recorded: " + ", ".join(failed[:10])
+                         + (" ..." if failed_count > 10 else ""))
+        refused = summary.get("refused", [])
+        refused_count = summary.get("refused_count", len(refused))
+        if refused_count:
+            shown = "; ".join(f"#{item['index']} ({item['message_id'] or 'no messageId'}): {item['error']}"
+                              for item in refused[:3])
+            parts.append(f"{refused_count} message(s) refused: {shown}" + (" ..." if refused_count > 3 else ""))
+        super().__init__("; ".join(parts) or "the invocation did not finish its work")
         self.summary = summary
+
+
+class MessagesRefused(SyncIncomplete):
+    """Some messages of an MNS / EventBridge batch were malformed; every other one was recorded.
+
+    A ``SyncIncomplete`` rather than a ``BadRequest``: something was written (``BadRequest``
+    promises nothing was). Raised after the valid messages were checked and recorded, so the
+    batch, bad messages included, reaches the failure destination; ``summary["refused"]``
+    says which messages (index in the batch, MNS ``messageId``) and why. Retrying the batch
+    repeats the good messages harmlessly (the same information twice changes nothing).
+    """

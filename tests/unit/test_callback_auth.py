@@ -1,8 +1,12 @@
 """ICE callback signatures: md5("{CallbackURL}|{timestamp}|{AuthKey}"), constant-time, key rotation."""
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ice_upload_sync.callback_auth import sign, verify
 from ice_upload_sync.errors import Unauthorized
-from ice_upload_sync.events import HttpCallback
+from ice_upload_sync.events import HttpCallback, parse_event
+
+from tests.hostile_values import ANY_TEXT, FUZZ, HEADER_NAMES, HEADER_VALUES
 
 URL = "https://www.example.com/your/callback"
 
@@ -63,3 +67,62 @@ def test_another_url_does_not_verify():
     request = callback("c587b80d2d0ede300e8967937da7219b", "1519375990", path="/other")
     with pytest.raises(Unauthorized):
         check(request, url=None)
+
+
+@pytest.mark.parametrize("signature, timestamp, message", [
+    ("c587b80d2d0ede300e8967937da7219b", "\u00b2", "Unix seconds"),  # str.isdigit() says yes, int() says no
+    ("c587b80d2d0ede300e8967937da7219b", "\u0661\u0665\u0661\u0669", "Unix seconds"),  # Arabic-Indic digits
+    ("c587b80d2d0ede300e8967937da7219b", "9" * 400, "Unix seconds"),
+    ("c587b80d2d0ede300e8967937da7219b", "9" * 5000, "Unix seconds"),  # int() refuses > 4300 digits
+    ("c587b80d2d0ede300e8967937da7219b", "-1519375990", "Unix seconds"),
+    ("c587b80d2d0ede300e8967937da7219b", "1519375990\x00", "Unix seconds"),
+    ("\u00e9" * 32, "1519375990", "32 hexadecimal"),  # compare_digest refuses non-ASCII str
+    ("c587b80d2d0ede300e8967937da7219\u00e9", "1519375990", "32 hexadecimal"),
+    ("c587b80d2d0ede300e8967937da7219b\ud800", "1519375990", "32 hexadecimal"),
+    ("c587b80d2d0ede300e8967937da7219b" * 1000, "1519375990", "32 hexadecimal"),
+    ("\x00" * 32, "1519375990", "32 hexadecimal"),
+])
+def test_garbage_in_the_signature_headers_is_unauthorized(signature, timestamp, message):
+    with pytest.raises(Unauthorized, match=message):
+        check(callback(signature, timestamp))
+
+
+def http_event(headers, domain="www.example.com", path="/your/callback"):
+    return {"version": "v1", "rawPath": path, "headers": headers, "body": "{}", "isBase64Encoded": False,
+            "requestContext": {"domainName": domain, "http": {"method": "POST"}}}
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({"X-Ice-Signature": ["c587b80d2d0ede300e8967937da7219b"], "X-Ice-Timestamp": "1519375990"}, "X-ICE-SIGNATURE"),
+    ({"X-Ice-Signature": "c587b80d2d0ede300e8967937da7219b", "X-Ice-Timestamp": 1519375990}, "X-ICE-TIMESTAMP"),
+    ({"X-Ice-Signature": None, "X-Ice-Timestamp": "1519375990"}, "X-ICE-SIGNATURE"),
+    ({"X-Ice-Signature": "c587b80d2d0ede300e8967937da7219b", "X-Ice-Timestamp": 1.5e9}, "X-ICE-TIMESTAMP"),
+    ({"X-Ice-Signature": "c587b80d2d0ede300e8967937da7219b", "x-ice-signature": "0" * 32,
+      "X-Ice-Timestamp": "1519375990"}, "X-ICE-SIGNATURE"),  # given twice: neither is believed
+])
+def test_signature_headers_that_are_not_one_string_are_unauthorized(headers, message):
+    with pytest.raises(Unauthorized, match=message):
+        check(parse_event(http_event(headers)))
+
+
+def test_a_callback_url_that_is_not_valid_text_is_unauthorized():
+    request = parse_event(http_event({"X-Ice-Signature": "c587b80d2d0ede300e8967937da7219b",
+                                      "X-Ice-Timestamp": "1519375990"}, path="/your/\ud800"))
+    with pytest.raises(Unauthorized, match="not valid text"):
+        check(request, url=None)
+
+
+@FUZZ
+@given(headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=5),
+       domain=st.one_of(st.just("www.example.com"), ANY_TEXT, st.none(), st.integers()),
+       path=st.one_of(st.just("/your/callback"), ANY_TEXT, st.none(), st.lists(ANY_TEXT, max_size=1)))
+def test_any_header_content_is_unauthorized_and_nothing_else(headers, domain, path):
+    """Whatever a stranger puts in the headers (and the URL), the check answers Unauthorized."""
+    request = parse_event(http_event(headers, domain, path))
+    try:
+        check(request, url=None)
+    except Unauthorized:
+        return
+    # accepted: only the documented example's genuine signature, timestamp and URL get here
+    assert request.header("x-ice-signature").strip().lower() == "c587b80d2d0ede300e8967937da7219b"
+    assert request.header("x-ice-timestamp").strip() == "1519375990"

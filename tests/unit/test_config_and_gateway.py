@@ -1,10 +1,20 @@
 """Settings from the environment and the pure parts of the ICE gateway."""
+import socket
+import time
 from types import SimpleNamespace
 
 import pytest
 from ice_upload_sync.config import IceEndpoint, Settings
-from ice_upload_sync.errors import ConfigError
-from ice_upload_sync.ice import RateLimiter, batches, parse_non_exists, resolve_credentials
+from ice_upload_sync.errors import ConfigError, UpstreamError
+from ice_upload_sync.ice import (
+    MAX_ATTEMPTS,
+    IceGateway,
+    RateLimiter,
+    _translate,
+    batches,
+    parse_non_exists,
+    resolve_credentials,
+)
 
 
 def test_defaults():
@@ -39,6 +49,20 @@ def test_bad_settings_name_the_variable(env, name):
 
 def test_callback_keys_are_comma_separated_for_rotation():
     assert Settings.from_env({"CALLBACK_AUTH_KEY": "old, new,"}).callback_auth_keys == ("old", "new")
+    assert Settings.from_env({}).callback_auth_keys == ()  # unset: callbacks are not checked (initialize warns)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "holds no key"), (" ", "holds no key"), (",", "holds no key"), (" , ,", "holds no key"),
+    ("Key 2026", "key #1 contains whitespace"), ("old,new\tkey", "key #2 contains whitespace"),
+    ("key\x00", "control character"), ("cl\u00e9", "non-ASCII"), ("old,\u200bnew", "key #2"),
+])
+def test_a_callback_key_that_is_set_but_unusable_stops_the_function(value, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        Settings.from_env({"CALLBACK_AUTH_KEY": value})
+    for key in value.split(","):
+        if key.strip():
+            assert key.strip() not in str(raised.value)  # a secret never appears in an error
 
 
 def test_context_credentials_win_over_the_environment():
@@ -84,3 +108,70 @@ def test_rate_limiter_spaces_calls_and_gives_up_at_the_deadline():
     assert limiter.acquire(deadline=10)
     assert clock[0] == pytest.approx(0.1)
     assert not limiter.acquire(deadline=clock[0] + 0.05)
+
+
+# ---------------------------------------------------------------- retries: bounded in count, fast where futile
+
+
+class ScriptedGateway(IceGateway):
+    """The production retry loop over a scripted ``_call``; sleeps are recorded, never slept."""
+
+    def __init__(self, failure: UpstreamError) -> None:
+        self.sleeps: list = []
+        super().__init__(Settings(), sleep=self.sleeps.append)
+        self.failure = failure
+        self.calls = 0
+
+    def _client_now(self):
+        return object()
+
+    def _call(self, client, kind, keys, remaining_s):
+        self.calls += 1
+        raise self.failure
+
+
+def test_retries_stop_after_max_attempts_however_much_time_is_left():
+    scripted = ScriptedGateway(UpstreamError("ICE answered HTTP 500 InternalError", code="InternalError",
+                                             retryable=True))
+    outcome = scripted.query("JobIds", ("job0001",), deadline=time.monotonic() + 3600)
+    assert MAX_ATTEMPTS == 4  # the first call and at most 3 retries
+    assert scripted.calls == outcome.api_calls == MAX_ATTEMPTS and len(scripted.sleeps) == MAX_ATTEMPTS - 1
+    assert outcome.error is scripted.failure
+
+
+def test_an_error_that_retrying_cannot_fix_is_tried_once():
+    scripted = ScriptedGateway(UpstreamError("ICE endpoint x does not resolve", code="NameNotResolved"))
+    outcome = scripted.query("JobIds", ("job0001",), deadline=time.monotonic() + 3600)
+    assert scripted.calls == outcome.api_calls == 1 and scripted.sleeps == []
+
+
+def _chained(*links: BaseException) -> BaseException:
+    """``links[0]`` raised while handling ``links[1]``, raised while handling ``links[2]``..., as the SDK does."""
+    for outer, inner in zip(links, links[1:]):
+        outer.__context__ = inner
+    return links[0]
+
+
+SDK_TEXT = ("HTTPSConnectionPool(host='ice.cn-shanghia.aliyuncs.com', port=443): Max retries exceeded with url: "
+            "/?UploadURLs=https%253A%252F%252Fb%252Fa.mp4%253FSignature%253Dsecret-sig (Caused by {cause})")
+
+
+@pytest.mark.parametrize("error, code, retryable", [
+    # the exception chain decides (the text names no cause)...
+    (_chained(RuntimeError(SDK_TEXT.format(cause="...")), socket.gaierror(-2, "Name or service not known")),
+     "NameNotResolved", False),
+    (_chained(RuntimeError(SDK_TEXT.format(cause="...")), ConnectionRefusedError(111, "Connection refused")),
+     "ConnectionRefused", False),
+    (_chained(RuntimeError(SDK_TEXT.format(cause="...")), ConnectionResetError(104, "Connection reset by peer")),
+     "NetworkError", True),
+    (_chained(RuntimeError(SDK_TEXT.format(cause="...")), TimeoutError("timed out")), "NetworkError", True),
+    # ...or, when the SDK kept only the text, the text does
+    (RuntimeError(SDK_TEXT.format(cause="NameResolutionError(\"Failed to resolve 'ice.cn-shanghia.aliyuncs.com'\")")),
+     "NameNotResolved", False),
+    (RuntimeError(SDK_TEXT.format(cause="NewConnectionError('[Errno 111] Connection refused')")),
+     "ConnectionRefused", False),
+])
+def test_network_failures_are_told_apart_and_never_quote_the_query(error, code, retryable):
+    translated = _translate(error, SimpleNamespace(AlibabaCloudException=LookupError), "ice.cn-shanghia.aliyuncs.com")
+    assert (translated.code, translated.retryable) == (code, retryable)
+    assert "secret-sig" not in str(translated) and "Signature" not in str(translated)
