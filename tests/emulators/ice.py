@@ -150,7 +150,7 @@ class IceEmulator(LoopbackServer):
         self.latency_s: float = 0.0
         self._lock = threading.Lock()
         self._keys: Dict[str, Tuple[str, Optional[str]]] = {}
-        self._jobs: Dict[str, Dict[str, str]] = {}
+        self._jobs: Dict[str, Dict[str, Any]] = {}
         self._calls: List[ApiCall] = []
         self._faults: List[Tuple[int, str, str]] = []
         self._nonces: Dict[str, float] = {}
@@ -177,9 +177,13 @@ class IceEmulator(LoopbackServer):
         with self._lock:
             self._keys[access_key_id] = (access_key_secret, security_token)
 
-    def put_job(self, job_id: str, **fields: str) -> None:
-        """Create or replace a job. Fields use ICE's response names; fields not given are omitted."""
-        job = self._check_fields(fields)
+    def put_job(self, job_id: str, *, raw: bool = False, **fields: Any) -> None:
+        """Create or replace a job. Fields use ICE's response names; fields not given are omitted.
+
+        ICE sends every field as a string, so values are turned into strings; with ``raw``
+        they are served exactly as given (any JSON value: a hostile answer for the fuzzers).
+        """
+        job = self._check_fields(fields, raw=raw)
         with self._lock:
             self._jobs.pop(job_id, None)  # a replaced job moves to the end, like a new one
             self._jobs[job_id] = job
@@ -196,11 +200,11 @@ class IceEmulator(LoopbackServer):
             return dict(self._jobs[job_id])
 
     @staticmethod
-    def _check_fields(fields: Dict[str, Any]) -> Dict[str, str]:
+    def _check_fields(fields: Dict[str, Any], *, raw: bool = False) -> Dict[str, Any]:
         unknown = set(fields) - set(ICE_FIELDS)
         if unknown:
             raise ValueError(f"unknown ICE job fields {sorted(unknown)}; use {ICE_FIELDS}")
-        return {name: str(value) for name, value in fields.items()}
+        return dict(fields) if raw else {name: str(value) for name, value in fields.items()}
 
     # ---------------------------------------------------------------- faults and records
 
@@ -443,7 +447,8 @@ class _Handler(KeepAliveHandler):
             request_id = new_request_id()
             status, answer = 500, {"RequestId": request_id, "Code": "InternalError",
                                    "Message": f"emulator error: {type(error).__name__}: {error}"}
-        payload = json.dumps(answer, ensure_ascii=False).encode("utf-8")
+        # \u escapes for anything not ASCII: valid JSON for any text, lone surrogates included
+        payload = json.dumps(answer).encode("ascii")
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
