@@ -35,6 +35,10 @@ class Settings:
     # How long the HTTP callback path may spend on its lookup; ICE waits 3 s in all.
     callback_deadline_s: float = 1.5
     max_track_age_hours: float = 72.0
+    # A tracked job that ICE has never known stops being swept this long after tracking began
+    # (recorded as expired): ICE signs a callback's URL and time, not its body, so one captured
+    # signature could otherwise fill the sweep with made-up job IDs for MAX_TRACK_AGE_HOURS.
+    unknown_job_grace_minutes: float = 30.0
     ice_max_qps: float = 50.0
     ice_concurrency: int = 8
     # A sweep stops taking new jobs after this many seconds (None: the invocation's own
@@ -63,6 +67,8 @@ class Settings:
             callback_max_skew_s=_number(env, "CALLBACK_MAX_SKEW_S", cls.callback_max_skew_s, int, 1),
             callback_deadline_s=_number(env, "CALLBACK_DEADLINE_S", cls.callback_deadline_s, float, 0.1),
             max_track_age_hours=_number(env, "MAX_TRACK_AGE_HOURS", cls.max_track_age_hours, float, 0.0001),
+            unknown_job_grace_minutes=_number(env, "UNKNOWN_JOB_GRACE_MINUTES", cls.unknown_job_grace_minutes,
+                                              float, 0.001),
             ice_max_qps=_number(env, "ICE_MAX_QPS", cls.ice_max_qps, float, 0.1),
             ice_concurrency=_number(env, "ICE_CONCURRENCY", cls.ice_concurrency, int, 1),
             sweep_budget_s=_number(env, "SWEEP_BUDGET_S", cls.sweep_budget_s, float, 0.1),

@@ -138,6 +138,7 @@ class SyncService:
         self.settings = settings
         self.clock = clock
         self.max_age = timedelta(hours=settings.max_track_age_hours)
+        self.unknown_grace = min(self.max_age, timedelta(minutes=settings.unknown_job_grace_minutes))
         self.concurrency = max(1, settings.ice_concurrency)
 
     def run(self, request: SyncRequest, *, deadline: float, defer_lookups: bool = False) -> Summary:
@@ -421,7 +422,19 @@ class SyncService:
         if record.created_at is None:
             marker = self.store.tracking(record.job_id)
             tracked_since = marker.first_seen_at if marker else None
-        return expire_if_stale(record, tracked_since=tracked_since, now=now, max_age=self.max_age)
+        max_age = self.max_age
+        if record.state == "not_found" and self._never_known(record.job_id):
+            max_age = self.unknown_grace  # a made-up or mistyped ID must not be swept for days
+        return expire_if_stale(record, tracked_since=tracked_since, now=now, max_age=max_age)
+
+    def _never_known(self, job_id: str) -> bool:
+        """ICE has never described this job to us: no record, or only a ``not_found`` one.
+
+        One read, only for jobs ICE does not know today (rare); a job ICE described before
+        and has lost keeps the whole ``MAX_TRACK_AGE_HOURS``.
+        """
+        stored = self.store.load(job_id)
+        return stored is None or stored.state == "not_found"
 
     def _lookup_failed(self, outcome: BatchOutcome, request: SyncRequest, summary: Summary,
                        tracked: Set[str]) -> None:

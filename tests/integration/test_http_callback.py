@@ -123,3 +123,37 @@ def test_without_an_auth_key_callbacks_are_accepted_unsigned(seeded, fc):
     event = load_event("http-callback.json")
     del event["headers"]["X-Ice-Signature"]
     assert fc.invoke(event)["statusCode"] == 200
+
+
+def test_a_replayed_signature_with_forged_bodies_cannot_fill_the_sweep_for_days(seeded, secured):
+    """ICE signs the URL and the time, not the body: one captured header pair passes with any body for
+    CALLBACK_MAX_SKEW_S. The forged jobs are tracked (nothing is lost if they were real), then expire
+    after UNKNOWN_JOB_GRACE_MINUTES once ICE has never known them, not after MAX_TRACK_AGE_HOURS."""
+    stamp = int(time.time())
+    forged = [f"f0f0f0f0f0f0f0f0f0f0f0f0f0f0{n:04d}" for n in range(5)]
+    for job_id in forged:
+        body = {"EventType": "UploadByURLComplete", "MessageBody": {"JobId": job_id, "Status": "Success"}}
+        assert secured.invoke(signed_http_event(body=body, timestamp=stamp))["statusCode"] == 200
+    assert set(forged) <= secured.pending()
+    secured.invoke(load_event("timer-sweep.json"))  # within the grace: tracked, not_found, still swept
+    assert set(forged) <= secured.pending() and secured.record(forged[0])["state"] == "not_found"
+    half_an_hour_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 31 * 60))
+    for job_id in forged:
+        secured.rewrite_marker(job_id, first_seen_at=half_an_hour_ago)
+    summary = secured.invoke(load_event("timer-sweep.json"))
+    assert summary["expired"] >= len(forged)
+    assert not set(forged) & secured.pending()
+    assert all(secured.record(job_id)["state"] == "expired" for job_id in forged)
+
+
+def test_a_job_ice_described_once_and_then_lost_keeps_the_full_tracking_age(seeded, secured):
+    seeded.update_job(JOB["http"], Status="UPLOADING", CompleteTime="")
+    assert secured.invoke(signed_http_event())["statusCode"] == 200
+    assert secured.record(JOB["http"])["state"] == "processing"
+    two_hours_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7200))
+    secured.rewrite_marker(JOB["http"], first_seen_at=two_hours_ago)  # past the grace, well within 72 h
+    seeded.put_job("someone-else", Status="PENDING")  # ICE forgets our job: NonExists from now on
+    with seeded._lock:
+        del seeded._jobs[JOB["http"]]
+    secured.invoke(load_event("timer-sweep.json"))
+    assert JOB["http"] in secured.pending() and secured.record(JOB["http"])["state"] == "not_found"
