@@ -12,6 +12,8 @@ says so. Then:
 - every environment variable the code reads is set in the template, has a default in the code,
   or is one FC sets itself; every variable the template sets is read by the code;
 - the RAM policies in ``vars.ramPolicy`` have no wildcard action; the role is an ARN;
+- ``RECORD_STORE`` names a store FC can keep records in (not ``file://``), and the policy for
+  that store names exactly its bucket and prefix (OSS) or its instance and table (Tablestore);
 - timer crons have FC's six fields; the HTTP trigger takes POST only, and an anonymous one
   needs ``CALLBACK_AUTH_KEY``; async invocations have bounded retries and a failure destination.
 
@@ -257,6 +259,8 @@ def check(document: Mapping[str, Any], template_dir: Path, schema: Optional[Mapp
             problems.append(f"{where}.role must be the function's RAM role ARN (acs:ram::<account>:role/<name>), "
                             f"got {role!r}")
     problems += policy_problems(document)
+    for name, props in functions.items():
+        problems += record_store_problems(document, props, f"resources.{name}.props")
     code = next(iter(functions.values())).get("code")
     if isinstance(code, str) and (template_dir / code / "ice_upload_sync").is_dir():
         problems += store_policy_problems(document, (template_dir / code).resolve())
@@ -480,6 +484,37 @@ def store_policy_problems(document: Mapping[str, Any], code_dir: Path) -> List[s
             problems.append(f"vars.ramPolicy.{store} allows {sorted(allowed - needed)}, which stores/{store}.py "
                             f"does not need (least privilege)")
     return problems
+
+
+def record_store_problems(document: Mapping[str, Any], props: Mapping[str, Any], where: str) -> List[str]:
+    """The store ``RECORD_STORE`` names is one FC can keep, and its policy names that very store.
+
+    A policy for another bucket or instance (or none: ``instance//table/...`` when
+    ``TABLESTORE_INSTANCE`` is unset) deploys fine and then fails every write with AccessDenied.
+    """
+    url = str((props.get("environmentVariables") or {}).get("RECORD_STORE") or "")
+    scheme, _, rest = url.partition("://")
+    location, _, leaf = rest.partition("/")
+    at = f"{where}.environmentVariables.RECORD_STORE"
+    if scheme == "file":
+        return [f"{at} is {url!r}: FC's /code is read-only and /tmp dies with the instance; use oss:// or "
+                "tablestore://"]
+    if scheme not in ("oss", "tablestore") or not location or not leaf.strip("/"):
+        return [f"{at} is {url!r}: it must name oss://<bucket>/<prefix> or tablestore://<instance>/<table> "
+                "(is RECORD_BUCKET or RECORD_STORE unset?)"]
+    policy = ((document.get("vars") or {}).get("ramPolicy") or {}).get(scheme) or {}
+    resources = [r for statement in policy.get("Statement") or [] for r in _as_list(statement.get("Resource"))
+                 if r.startswith(f"acs:{'oss' if scheme == 'oss' else 'ots'}:")]
+    if scheme == "oss":
+        prefix = leaf.strip("/")
+        expected = {f"acs:oss:*:*:{location}/{prefix}/*", f"acs:oss:*:*:{location}"}
+    else:
+        expected = {f"instance/{location}/table/{leaf}", f"instance/{location}/table/{leaf}_pending"}
+        resources = [r.split(":", 4)[-1] for r in resources]  # acs:ots:<region>:*:instance/...
+    if set(resources) != expected:
+        return [f"vars.ramPolicy.{scheme} grants {sorted(resources)} but RECORD_STORE {url!r} needs exactly "
+                f"{sorted(expected)}"]
+    return []
 
 
 def _as_list(value: Any) -> List[str]:

@@ -222,3 +222,23 @@ def test_every_timer_sample_is_named_like_a_timer_of_the_template():
     assert len(timers) >= 3
     for event in timers:
         assert event["triggerName"] in names, (event["triggerName"], sorted(names))
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RECORD_STORE": "tablestore://media-prod/ice_jobs"},  # TABLESTORE_INSTANCE unset: instance//table/...
+     "needs exactly ['instance/media-prod/table/ice_jobs', 'instance/media-prod/table/ice_jobs_pending']"),
+    ({"RECORD_STORE": "tablestore://media-prod/ice_jobs", "TABLESTORE_INSTANCE": "media-test",
+      "TABLESTORE_TABLE": "ice_jobs"}, "grants ['instance/media-test/table/ice_jobs'"),
+    ({"RECORD_STORE": "oss://another-bucket/ice"}, "acs:oss:*:*:another-bucket/ice/*"),
+    ({"RECORD_BUCKET": "", "RECORD_STORE": ""}, "must name oss://<bucket>/<prefix>"),
+    ({"RECORD_STORE": "file:///tmp/records"}, "FC's /code is read-only"),
+])
+def test_the_policy_must_name_the_store_record_store_names(env, message):
+    problems = tc.check(tc.render_in_python(TEMPLATE, {**tc.EXAMPLE_ENV, **env}), tc.REPO, None)
+    assert any(message in problem for problem in problems), problems
+
+
+def test_a_tablestore_deploy_with_matching_variables_passes():
+    env = {**tc.EXAMPLE_ENV, "RECORD_STORE": "tablestore://media-prod/ice_jobs", "TABLESTORE_INSTANCE": "media-prod",
+           "TABLESTORE_TABLE": "ice_jobs"}
+    assert tc.check(tc.render_in_python(TEMPLATE, env), tc.REPO, None) == []
