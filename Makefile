@@ -32,5 +32,9 @@ package:
 template-check: $(STAMP)
 	$(PY) -m tests.deploy.template_check
 
+# Everything the targets above create: the venv, the local run's records, the package
+# (function/python, its bytecode, build/), the deploy caches (.cache: pip and npm), test caches.
 clean:
-	rm -rf $(VENV) .local-records
+	rm -rf $(VENV) .local-records .records build function/python function/.python.new .cache \
+		.hypothesis .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -20,3 +20,8 @@ def test_the_local_run_replays_every_event_and_prints_the_records(store, tmp_pat
     assert result.returncode == 0, result.stderr
     assert "raised" not in result.stdout
     assert "12 records, 3 pending" in result.stdout
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, max(lines, key=len)  # fits a 100-column terminal
+    table = lines[lines.index(next(line for line in lines if line.startswith("job_id"))):]
+    assert not any("WARNING" in line for line in table[:15])  # warnings come after the table, explained
+    assert "expected: one seeded job carries a status word" in result.stdout
