@@ -11,9 +11,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: local test lint emulator clean package template-check
 
-$(STAMP): function/requirements.txt tests/requirements.txt
+$(STAMP): function/requirements.txt tests/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .  # the ice-upload-sync command
 	touch $(STAMP)
 
 local: $(STAMP)
@@ -36,5 +37,5 @@ template-check: $(STAMP)
 # (function/python, its bytecode, build/), the deploy caches (.cache: pip and npm), test caches.
 clean:
 	rm -rf $(VENV) .local-records .records build function/python function/.python.new .cache \
-		.hypothesis .pytest_cache .ruff_cache
+		function/*.egg-info .hypothesis .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -242,8 +242,8 @@ def shipped_bytecode(path: Path, python_version: str) -> bool:
 
 def is_junk(path: Path, root: Path, python_version: Optional[str]) -> bool:
     """Never shipped: caches, tests, local records, and every ``.pyc`` but the target's (none when ``None``)."""
-    if any(part in JUNK_DIRS for part in path.relative_to(root).parts):
-        return True
+    if any(part in JUNK_DIRS or part.endswith(".egg-info") for part in path.relative_to(root).parts):
+        return True  # .egg-info: `pip install -e .` (the command line in .venv) writes it into function/
     if path.name.endswith(BYTECODE_SUFFIXES):
         return python_version is None or not shipped_bytecode(path, python_version)
     return False
@@ -252,7 +252,7 @@ def is_junk(path: Path, root: Path, python_version: Optional[str]) -> bool:
 def remove_junk(root: Path, python_version: Optional[str] = None) -> None:
     """Delete what ``is_junk``; with no ``python_version``, every compiled file goes too."""
     for path in sorted(root.rglob("*"), reverse=True):  # a folder's contents before the folder
-        if path.is_dir() and path.name in JUNK_DIRS:
+        if path.is_dir() and (path.name in JUNK_DIRS or path.name.endswith(".egg-info")):
             shutil.rmtree(path, ignore_errors=True)
         elif path.is_file() and is_junk(path, root, python_version):
             path.unlink()

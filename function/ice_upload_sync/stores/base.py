@@ -117,6 +117,13 @@ class RecordStore(Protocol):
         there (its cursor) and then wraps around to the start.
         """
 
+    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
+        """Every record in ascending ``job_id`` order (after ``after``), streamed a page at a time.
+
+        For the operator's command line (``list``, ``stats``); the function's own paths never
+        read the whole store.
+        """
+
     # -- optional capabilities: SyncService looks for them with ``getattr`` ---------
 
     def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:

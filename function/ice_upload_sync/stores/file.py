@@ -194,6 +194,22 @@ class FileStore:
         names.sort()
         yield from names
 
+    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
+        """Every record in ascending ``job_id`` order, read one at a time (the operator's command line)."""
+        try:
+            with os.scandir(self.jobs_dir) as entries:
+                names = sorted(entry.name[:-len(".json")] for entry in entries if entry.name.endswith(".json")
+                               and not entry.name.startswith("."))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"file store {self.root}: cannot list records: {exc.strerror}") from None
+        for job_id in names:
+            if after is None or job_id > after:
+                record = self.load(job_id)
+                if record is not None:
+                    yield record
+
     def load_cursor(self, name: str) -> Optional[str]:
         """Where the sweep ``name`` stopped: the file ``<root>/cursors/<name>``."""
         try:

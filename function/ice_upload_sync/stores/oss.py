@@ -229,6 +229,25 @@ class OssStore:
         except (OssError, requests.RequestException) as exc:
             raise self._error(exc, "list pending jobs") from None
 
+    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
+        """Every record in ascending ``job_id`` order, a listing page (and one GET a record) at a time.
+
+        For the operator's command line, not the function's path: nothing is loaded ahead.
+        """
+        prefix = self._record_key("")[:-len(".json")]
+        start_after = self._record_key(after) if after else ""
+        bucket = self._current_bucket()
+        try:
+            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, start_after=start_after,
+                                              max_keys=self.page_size):
+                name = info.key[len(prefix):]
+                if name.endswith(".json") and "/" not in name:
+                    record = self.load(name[:-len(".json")])
+                    if record is not None:
+                        yield record
+        except (OssError, requests.RequestException) as exc:
+            raise self._error(exc, "list records") from None
+
     def load_cursor(self, name: str) -> Optional[str]:
         """Where the sweep ``name`` stopped: the object ``<prefix>/cursors/<name>``."""
         found = self._get(self._cursor_key(name), f"read the sweep cursor {name}")

@@ -562,6 +562,18 @@ class TablestoreStore:
                 yield row.primary_key[0][1]
             start = next_start[0][1] if next_start else None
 
+    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
+        """Every record in ascending ``job_id`` order, one GetRange page at a time (the operator's command line)."""
+        start: Any = ots.INF_MIN if after is None else after + "\x00"
+        while start is not None:
+            _consumed, next_start, rows, _token = self._call(
+                "list records", "get_range", self.table, "FORWARD", [("job_id", start)], [("job_id", ots.INF_MAX)],
+                None, self.page_size, max_version=1)
+            for row in rows:
+                if row.attribute_columns:
+                    yield self._parse_record(row.primary_key[0][1], row.attribute_columns)[0]
+            start = next_start[0][1] if next_start else None
+
     def load_cursor(self, name: str) -> Optional[str]:
         row = self._get_row(self.pending_table, CURSOR_PREFIX + name, f"read sweep cursor {name}")
         if row is None:
