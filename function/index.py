@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -29,6 +30,7 @@ from ice_upload_sync.errors import (
 )
 from ice_upload_sync.events import HttpCallback, SyncRequest, parse_event, parse_http_body
 from ice_upload_sync.ice import IceGateway, resolve_credentials
+from ice_upload_sync.logs import REQUEST_ID, use_json_lines
 from ice_upload_sync.stores import RecordStore, open_store
 from ice_upload_sync.sync import SyncService, invocation_deadline
 
@@ -50,9 +52,20 @@ _app: Optional[App] = None
 
 def initialize(context: Any) -> None:
     """FC3 initializer: read the settings and open the store; the ICE client waits for its first use."""
+    token = REQUEST_ID.set(getattr(context, "request_id", None))
+    try:
+        _initialize(context)
+    finally:
+        REQUEST_ID.reset(token)
+
+
+def _initialize(context: Any) -> None:
     global _app
     if not logging.getLogger().handlers:  # local runs; FC installs its own handler
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+        logging.basicConfig(level=logging.INFO)
+        use_json_lines()
+    elif os.environ.get("FC_FUNCTION_NAME"):  # on FC: its handler writes our JSON lines
+        use_json_lines()
     logger.setLevel(logging.INFO)
     settings = Settings.from_env()  # a CALLBACK_AUTH_KEY that is set but unusable stops the instance here
     if not settings.callback_auth_keys:
@@ -66,6 +79,14 @@ def initialize(context: Any) -> None:
 
 
 def handler(event: Any, context: Any) -> Any:
+    token = REQUEST_ID.set(getattr(context, "request_id", None))  # on every log line, from every thread
+    try:
+        return _handle(event, context)
+    finally:
+        REQUEST_ID.reset(token)
+
+
+def _handle(event: Any, context: Any) -> Any:
     started = time.monotonic()
     if _app is None:
         initialize(context)
@@ -164,4 +185,4 @@ def _timeout_s(context: Any) -> Optional[float]:
 def _log(fields: dict, context: Any, started: float, level: int = logging.INFO) -> None:
     line = {"fc_request_id": getattr(context, "request_id", None),
             "duration_ms": round((time.monotonic() - started) * 1000, 1), **fields}
-    logger.log(level, json.dumps(line, default=str))
+    logger.log(level, json.dumps(line, default=str), extra={"fields": line})

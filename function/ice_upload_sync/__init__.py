@@ -4,8 +4,11 @@ The package is split so that importing it is cheap: nothing here imports an SDK.
 ``ice.py`` and the store adapters import theirs when a client is first built.
 
 Importing it makes every log record of the process redact URL query strings (presigned
-upload URLs carry credentials there): see ``redact.py``.
+upload URLs carry credentials there: ``redact.py``) and carry the FC request ID of the
+invocation that logged it, from any thread (``logs.py``).
 """
+from .logs import install_request_ids
 from .redact import install_log_redaction
 
 install_log_redaction()
+install_request_ids()

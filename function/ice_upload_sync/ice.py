@@ -21,13 +21,13 @@ import re
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from .config import Settings
 from .errors import ConfigError, UpstreamError
+from .logs import ContextThreadPool
 from .records import UploadInfo
 from .redact import redact_urls
 
@@ -239,7 +239,7 @@ class IceGateway:
                 yield self.query(kind, keys, deadline=deadline, retry=retry)
             return
         workers = min(self.settings.ice_concurrency, len(work))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ice") as pool:
+        with ContextThreadPool(max_workers=workers, thread_name_prefix="ice") as pool:
             futures = [pool.submit(self.query, kind, keys, deadline=deadline, retry=retry)
                        for kind, keys in work]
             for future in futures:

@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Set, Tuple, Union
@@ -25,6 +25,7 @@ from .config import Settings
 from .errors import StoreError
 from .events import RefusedMessage, Shard, SyncRequest, is_valid_job_id
 from .ice import BATCH_SIZE, BatchOutcome
+from .logs import ContextThreadPool
 from .records import (
     JobRecord,
     MergeResult,
@@ -268,7 +269,7 @@ class SyncService:
         in_flight: Dict[Future, int] = {}
         ready: List[Tuple[int, Future]] = []
         numbers = itertools.count()
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ice") as pool:
+        with ContextThreadPool(max_workers=self.concurrency, thread_name_prefix="ice") as pool:
             try:
                 while True:
                     # refill first: ICE keeps working while the answers that came back are written
@@ -498,7 +499,7 @@ class _Writer:
         self.summary = summary
         self.max_waiting = 4 * size
         self.group = group
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="store")
+        self._pool = ContextThreadPool(max_workers=size, thread_name_prefix="store")
         self._waiting: Deque[Future] = deque()
         self._grouped: List[Any] = []
         self._group_fn: Optional[Callable[[List[Any]], _Report]] = None

@@ -121,3 +121,20 @@ def test_a_cold_signed_callback_is_tracked_without_the_ice_sdk_and_a_warm_one_is
         assert (warm["written"], warm["deferred"], warm["api_calls"]) == (1, [], 1)
     assert json.loads((records / "jobs" / f"{JOB['http']}.json").read_text())["state"] == "succeeded"
     assert not (records / "pending" / JOB["http"]).exists()
+
+
+def test_every_log_line_is_json_with_the_request_id_even_from_worker_threads(seeded, tmp_path):
+    with source_instance(seeded, tmp_path / "records") as instance:
+        answer_body(instance.invoke((EVENTS_DIR / "upload-media-by-url-response.json").read_bytes(),
+                                    request_id="req-upload"))
+        answer_body(instance.invoke((EVENTS_DIR / "timer-sweep.json").read_bytes(), request_id="req-sweep"))
+    ours = [json.loads(line) for line in instance.log.splitlines() if line.startswith("{")]
+    assert ours and len(ours) == len([line for line in instance.log.splitlines() if line.strip()])
+    assert all({"time", "level", "logger", "fc_request_id", "message"} <= set(line) for line in ours)
+    # the unknown status word is logged while normalizing, on a writer thread
+    from_workers = [line for line in ours if "TRANSCODING_QUEUED" in line["message"]]
+    assert {line["fc_request_id"] for line in from_workers} == {"req-upload", "req-sweep"}
+    assert all(line.get("thread", "").startswith("store") for line in from_workers), from_workers
+    summaries = [line for line in ours if line["message"] == "summary"]
+    assert [line["fc_request_id"] for line in summaries] == ["req-upload", "req-sweep"]
+    assert summaries[0]["written"] == 2 and summaries[0]["logger"] == "ice_upload_sync"
