@@ -210,6 +210,8 @@ def _store() -> RecordStore:
     from .ice import resolve_credentials
 
     settings = Settings.from_env()
+    if settings.record_store.startswith("file://"):  # a folder needs no credentials
+        return open_store(settings, None)
     return open_store(settings, resolve_credentials(None))
 
 

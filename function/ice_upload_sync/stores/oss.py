@@ -13,7 +13,7 @@ The read-merge-write of one job is serialized by a short-lived lock object
 take it. A lock older than ``lock_ttl_s`` is stale (its holder died) and is taken over.
 Taking over is the one remaining race (two writers may both take the same stale lock);
 ``save`` then still leaves every non-final record with its marker, so the sweep heals
-whatever the race got wrong (see the README, "Records in OSS").
+whatever the race got wrong (see docs/oss.md).
 """
 from __future__ import annotations
 

@@ -242,7 +242,7 @@ class TablestoreStore:
                                   f"{', '.join(RAM_ACTIONS)} on tables {self.table} and {self.pending_table}")
             if code == "OTSObjectNotExist":
                 return StoreError(f"{where}: table {self.table} or {self.pending_table} does not exist; create both "
-                                  "with `python -m ice_upload_sync.stores.tablestore create-tables`")
+                                  "with `ice-upload-sync create-tables` (python -m ice_upload_sync create-tables)")
             return StoreError(f"{where}: {code} (HTTP {error.get_http_status()}, request "
                               f"{error.get_request_id()})")
         if isinstance(error, ots.OTSClientError):
