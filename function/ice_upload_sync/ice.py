@@ -14,6 +14,7 @@ imported by the first lookup of an instance, never when this module is imported 
 from __future__ import annotations
 
 import ast
+import heapq
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
@@ -123,34 +125,94 @@ def parse_answer(body: Mapping[str, Any]) -> IceAnswer:
     )
 
 
-class RateLimiter:
-    """A token bucket shared by every thread of an instance (ICE throttles per account)."""
+def parse_sdk_answer(body: Any) -> IceAnswer:
+    """``parse_answer`` for the SDK's response body model (or None), read in place rather than
+    through ``to_map``, which copies every item into a dict only for us to read it once."""
+    if body is None:
+        return parse_answer({})
+    return IceAnswer(
+        request_id=str(body.request_id or ""),
+        infos=tuple(UploadInfo.from_model(item) for item in body.urlupload_info_list or () if item is not None),
+        non_exists=parse_non_exists(body.non_exists),
+    )
 
-    def __init__(self, rate_per_s: float, burst: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic,
+
+class RateLimiter:
+    """A ceiling on calls, shared by every thread of an instance (ICE throttles per account).
+
+    ICE never sees more than ``rate_per_s`` of our calls arrive in any one-second window,
+    wherever the window is placed, the first second included (no burst on top of the rate),
+    retries included. ``rate_per_s`` >= 1 allows ``floor(rate_per_s)`` calls per window
+    (100.5 allows 100: there are no half calls); below 1, one call per ``1 / rate_per_s``
+    seconds (0.5: one every 2 s).
+
+    Calls hold slots: a call takes one with :meth:`acquire` before it starts and gives it back
+    with :meth:`release` when it has ended (answered, failed or timed out), and the slot can be
+    taken again one window after that end. Why the end and not the start: a request reaches
+    ICE some time after we start it (a new connection, signing, the interpreter lock: up to
+    80 ms for the first calls of a sweep on loopback here, 2 ms later on), but always before
+    its answer comes back. A call granted at ``g`` arrives after ``g``; the call whose slot it
+    reuses arrived before its own end, at least a window before ``g``. So no window ever holds
+    more than ``calls_per_window`` arrivals, whatever the delays. The price is one call's
+    latency per slot and window: at the ceiling, ``calls_per_window`` calls per (window + latency).
+
+    Cheap under many threads: a heap of reopening times and a count of calls in flight, one
+    lock; a waiter sleeps until the earliest reopening (or a whole window when every slot is
+    in flight: none can reopen sooner) and tries again.
+    """
+
+    def __init__(self, rate_per_s: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        if not 0 < rate_per_s < float("inf"):
+            raise ValueError(f"rate_per_s must be a positive finite number, got {rate_per_s!r}")
         self.rate = rate_per_s
-        self.capacity = burst if burst is not None else max(1.0, rate_per_s / 10)
-        self._tokens = self.capacity
+        self.calls_per_window = max(1, int(rate_per_s))
+        self.window_s = max(1.0, self.calls_per_window / rate_per_s)
+        self._reopening: List[float] = []  # a heap: when each slot given back may be taken again
+        self._in_flight = 0
         self._clock = clock
         self._sleep = sleep
-        self._stamp = clock()
         self._lock = threading.Lock()
 
     def acquire(self, deadline: float) -> bool:
-        """Take one token, waiting for it; False when it cannot come before ``deadline``."""
+        """Wait for a slot and take it; False (taking nothing) when none can open by ``deadline``.
+
+        A True answer must be followed by :meth:`release` once the call has ended (see :meth:`slot`).
+        """
+        reopening = self._reopening
         while True:
             with self._lock:
                 now = self._clock()
-                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._in_flight + len(reopening) < self.calls_per_window:
+                    self._in_flight += 1
                     return True
-                wait = (1 - self._tokens) / self.rate
-            if now + wait > deadline:
+                if reopening and reopening[0] <= now:
+                    heapq.heappop(reopening)
+                    self._in_flight += 1
+                    return True
+                # every slot is taken: the earliest reopening, or a window from now if all are in flight
+                opens_at = reopening[0] if reopening else now + self.window_s
+            if opens_at > deadline:
                 return False
-            self._sleep(wait)
+            self._sleep(opens_at - now)
+
+    def release(self) -> None:
+        """The call that took a slot has ended: the slot reopens one window from now."""
+        with self._lock:
+            if self._in_flight <= 0:
+                raise RuntimeError("RateLimiter.release without a slot taken")
+            self._in_flight -= 1
+            heapq.heappush(self._reopening, self._clock() + self.window_s)
+
+    @contextmanager
+    def slot(self, deadline: float) -> Iterator[bool]:
+        """``with limiter.slot(deadline) as granted:`` the call goes inside; the slot is held until the block ends."""
+        granted = self.acquire(deadline)
+        try:
+            yield granted
+        finally:
+            if granted:
+                self.release()
 
 
 class IceGateway:
@@ -251,17 +313,16 @@ class IceGateway:
         client = self._client_now()
         calls = 0
         while True:
-            if not self.limiter.acquire(deadline):
-                return BatchOutcome(kind, keys, None, _out_of_time(calls), calls)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.05:
-                return BatchOutcome(kind, keys, None, _out_of_time(calls), calls)
-            calls += 1
-            try:
-                answer = self._call(client, kind, keys, remaining)
-                return BatchOutcome(kind, keys, answer, None, calls)
-            except UpstreamError as error:
-                failure = error
+            with self.limiter.slot(deadline) as granted:  # held until the call has ended: see RateLimiter
+                remaining = deadline - time.monotonic()
+                if not granted or remaining <= 0.05:
+                    return BatchOutcome(kind, keys, None, _out_of_time(calls), calls)
+                calls += 1
+                try:
+                    answer = self._call(client, kind, keys, remaining)
+                    return BatchOutcome(kind, keys, answer, None, calls)
+                except UpstreamError as error:
+                    failure = error
             backoff = random.uniform(0, min(_RETRY_CAP_S, _RETRY_BASE_S * (2 ** calls)))
             if not (retry and failure.retryable) or calls >= MAX_ATTEMPTS \
                     or time.monotonic() + backoff >= deadline - 0.05:
@@ -287,8 +348,7 @@ class IceGateway:
             response = client.get_url_upload_infos_with_options(request, runtime)
         except Exception as exc:  # the SDK's errors, translated at this boundary
             raise _translate(exc, sdk.exceptions, self.settings.ice_endpoint.host) from None
-        body = response.body.to_map() if response.body is not None else {}
-        return parse_answer(body)
+        return parse_sdk_answer(response.body)
 
 
 @dataclass(frozen=True)

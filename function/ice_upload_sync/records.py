@@ -12,9 +12,9 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,12 @@ _KNOWN_IN_FLIGHT_WORDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class UploadInfo:
-    """One item of ``URLUploadInfoList``, as ICE sent it (all strings, any may be missing)."""
+class UploadInfo(NamedTuple):
+    """One item of ``URLUploadInfoList``, as ICE sent it (all strings, any may be missing).
+
+    A named tuple rather than a frozen dataclass: one is built for every job of every
+    sweep, and a tuple is built in a fraction of the time (and digested as it is).
+    """
 
     job_id: str
     upload_url: Optional[str] = None
@@ -46,22 +49,53 @@ class UploadInfo:
 
     @classmethod
     def from_api(cls, item: Mapping[str, Any]) -> UploadInfo:
-        def get(name: str) -> Optional[str]:
-            value = item.get(name)
-            return None if value is None else str(value)
+        get = item.get
+        return cls(str(get("JobId") or ""), *[_api_text(get(name)) for name in _API_FIELDS])
 
-        return cls(
-            job_id=str(item.get("JobId") or ""),
-            upload_url=get("UploadURL"),
-            media_id=get("MediaId"),
-            status=get("Status"),
-            creation_time=get("CreationTime"),
-            complete_time=get("CompleteTime"),
-            error_code=get("ErrorCode"),
-            error_message=get("ErrorMessage"),
-            user_data=get("UserData"),
-            file_size=get("FileSize"),
-        )
+    @classmethod
+    def from_model(cls, item: Any) -> UploadInfo:
+        """``from_api`` for the SDK's item model, read in place: its attributes hold what ICE sent,
+        None for a field it left out, exactly what its ``to_map`` would copy into a dict first."""
+        values = (item.job_id, item.upload_url, item.media_id, item.status, item.creation_time, item.complete_time,
+                  item.error_code, item.error_message, item.user_data, item.file_size)
+        for value in values:
+            if value is not None and type(value) is not str:  # not what ICE sends: made text, as from_api does
+                return cls(str(values[0] or ""), *[_api_text(value) for value in values[1:]])
+        return cls._make(values) if values[0] else cls("", *values[1:])
+
+
+# ICE's names of UploadInfo's fields after job_id, in their order
+_API_FIELDS = ("UploadURL", "MediaId", "Status", "CreationTime", "CompleteTime", "ErrorCode", "ErrorMessage",
+               "UserData", "FileSize")
+
+
+def _api_text(value: Any) -> Optional[str]:
+    return value if value is None or type(value) is str else str(value)
+
+
+# Bump when ``normalize`` makes something else of the same answer: every stored digest then
+# stops matching, and each job is normalized (and rewritten if it changed) once more.
+NORMALIZATION_VERSION = 1
+
+
+def answer_digest(info: UploadInfo) -> str:
+    """A digest of one answer item exactly as ICE sent it (and of how we normalize it).
+
+    Equal digests mean ``normalize`` makes records with the same information of both (they
+    differ only in bookkeeping: when and why we looked), so a store that holds the digest
+    of the answer its record was made from can tell "unchanged" without normalizing.
+    """
+    # The fields joined by NUL, None written as SOH: one text per answer as long as no field
+    # holds either character (what ICE sends never does); when one does, JSON of the fields
+    # (which escapes both, so the two kinds of text never meet). surrogatepass: a lone
+    # surrogate is one more character to digest, not an encoding error.
+    text = _DIGEST_PREFIX + "\x00".join(["\x01" if value is None else value for value in info])
+    if text.count("\x00") != len(info) or text.count("\x01") != info.count(None):
+        text = json.dumps((NORMALIZATION_VERSION, *info))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+_DIGEST_PREFIX = f"{NORMALIZATION_VERSION}\x00"
 
 
 @dataclass(frozen=True)
@@ -94,15 +128,20 @@ class JobRecord:
     error_message: Optional[str] = None
     user_data: Any = None
     schema_version: int = field(default=SCHEMA_VERSION)
+    # Not part of the record (never in ``to_dict``): ``answer_digest`` of the ICE answer this
+    # record was normalized from, for stores that keep it beside the record (see
+    # ``RecordStore.answer_digests``); None for records not made from an answer item.
+    answer_digest: Optional[str] = field(default=None, compare=False, repr=False)
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        """The record as JSON values, in the schema's order. ``user_data`` is the record's own
+        object, not a copy (no deep copy on the hot path): read it, do not change it."""
         return {
-            "schema_version": data["schema_version"],
+            "schema_version": self.schema_version,
             "job_id": self.job_id,
             "upload_url": self.upload_url,
             "media_id": self.media_id,
@@ -114,7 +153,7 @@ class JobRecord:
             "completed_at": self.completed_at,
             "error_code": self.error_code,
             "error_message": self.error_message,
-            "user_data": data["user_data"],
+            "user_data": self.user_data,
             "source": self.source,
             "ice_request_id": self.ice_request_id,
             "first_seen_at": self.first_seen_at,
@@ -123,12 +162,38 @@ class JobRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
 
     def same_information(self, other: JobRecord) -> bool:
         """True when only bookkeeping differs (when and why we looked, not what ICE said)."""
-        return _information(self) == _information(other)
+        return (
+            self.job_id == other.job_id and self.state == other.state and self.upload_url == other.upload_url
+            and self.media_id == other.media_id and self.ice_status == other.ice_status
+            and self.file_size == other.file_size and self.created_at == other.created_at
+            and self.completed_at == other.completed_at and self.error_code == other.error_code
+            and self.error_message == other.error_message and _same_json(self.user_data, other.user_data)
+        )
+
+
+# what a stored record may set (``answer_digest`` is the store's to give, not the record's)
+_RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__) - {"answer_digest"}
+
+
+def _same_json(first: Any, second: Any) -> bool:
+    """``json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)``, without writing either.
+
+    Python's ``==`` is not enough: ``1 == 1.0 == True`` and ``0.0 == -0.0``, which JSON tells apart.
+    """
+    kind = type(first)
+    if kind is not type(second):
+        return False
+    if kind is dict:
+        return first.keys() == second.keys() and all(_same_json(value, second[key]) for key, value in first.items())
+    if kind is list:
+        return len(first) == len(second) and all(map(_same_json, first, second))
+    if kind is float:
+        return repr(first) == repr(second)
+    return first == second
 
 
 def information_fingerprint(record: JobRecord) -> str:
@@ -200,6 +265,12 @@ def normalize_text(raw: Optional[str], *, job_id: str = "?", field: str = "text"
     return text
 
 
+def is_known_status(raw: Optional[str]) -> bool:
+    """``map_status`` maps this word without a warning."""
+    word = (raw or "").strip().lower()
+    return word in _SUCCESS_WORDS or "fail" in word or word == "pending" or word in _KNOWN_IN_FLIGHT_WORDS
+
+
 def map_status(raw: Optional[str]) -> str:
     """ICE's Status word -> our state. Unknown words count as in flight, never as final."""
     word = (raw or "").strip().lower()
@@ -228,6 +299,9 @@ def normalize_time(raw: Optional[str], *, job_id: str = "?", field: str = "time"
     text = (raw or "").strip()
     if not text:
         return None
+    normalized = _utc_time_as_ice_sends_it(text)
+    if normalized is not None:
+        return normalized
     try:
         normalized = _parse_ice_time(text)
     except (ValueError, OverflowError, OSError):  # out of range for datetime, or for the platform's clock
@@ -235,6 +309,31 @@ def normalize_time(raw: Optional[str], *, job_id: str = "?", field: str = "time"
     if normalized is None:
         logger.warning("job %s: %s %r is not a time we can read; recorded as null", job_id, field, text[:80])
     return normalized
+
+
+def plain_ice_time(raw: Optional[str]) -> Optional[str]:
+    """``normalize_time`` for the two shapes ICE sends; None, and no warning, for anything else."""
+    return _utc_time_as_ice_sends_it(raw.strip()) if raw else None
+
+
+def _utc_time_as_ice_sends_it(text: str) -> Optional[str]:
+    """The two shapes ICE sends, ``YYYY-MM-DDTHH:MM:SSZ`` and ``YYYY-MM-DD HH:MM:SS`` (UTC), read
+    without ``strptime`` (a tenth of its cost); None for anything else, which ``_parse_ice_time``
+    reads. Equal to what that one answers wherever this answers (a property test holds it so).
+    """
+    match = _ICE_TIME.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = map(int, match.groups())
+    if not (year and 1 <= month <= 12 and 1 <= day <= 28 and hour < 24 and minute < 60 and second < 60):
+        try:  # the 29th to the 31st, or no time at all (February 30, month 13, second 60, year 0)
+            datetime(year, month, day, hour, minute, second)
+        except ValueError:
+            return None
+    return text if len(text) == 20 and text[10] == "T" and text[19] == "Z" else f"{text[:10]}T{text[11:19]}Z"
+
+
+_ICE_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})[Zz]?")
 
 
 def _parse_ice_time(text: str) -> Optional[str]:
@@ -271,10 +370,16 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: Optional[str]) -> Optional[datetime]:
-    """Parse a time this module wrote; ``None`` for ``None``."""
+    """Parse a time this module wrote; ``None`` for ``None``. Raises ``ValueError`` for anything else."""
     if not text:
         return None
+    if len(text) == 20 and _OURS.fullmatch(text):  # what format_time writes: no strptime needed
+        return datetime(int(text[:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                        int(text[17:19]), tzinfo=timezone.utc)
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+_OURS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def normalize_size(raw: Optional[str], *, job_id: str = "?") -> Optional[int]:
@@ -358,7 +463,9 @@ def normalize_user_data(raw: Optional[str], *, job_id: str = "?") -> Any:
         return normalize_text(raw, job_id=job_id, field="user_data")
     odd = _Odd()
     try:
-        value = _parse_nested(_STRICT_JSON.decode(raw), odd, 1)
+        value = _STRICT_JSON.decode(raw)
+        if not _plain_json(raw):
+            value = _parse_nested(value, odd, 1)
     except (ValueError, RecursionError) as exc:  # not JSON, not strict JSON, or nested too deep
         if isinstance(exc, (_NotStrictJson, RecursionError)):
             logger.warning("job %s: user_data is not strict JSON (%s); recorded as the raw string",
@@ -367,6 +474,22 @@ def normalize_user_data(raw: Optional[str], *, job_id: str = "?") -> Any:
     if odd.surrogates:
         logger.warning("job %s: user_data holds half a UTF-16 pair; recorded with U+FFFD in its place", job_id)
     return value
+
+
+# a string value that starts like JSON: '"', then whitespace JSON allows between tokens, then '{' or '['
+_NESTED_JSON_STRING = re.compile(r'"[ \t\n\r]*[{\[]')
+
+
+def _plain_json(raw: str) -> bool:
+    """True when ``_parse_nested`` would give back exactly what ``raw`` decodes to, so it can be skipped.
+
+    That is: ASCII without a single escape (so no text can hold half a UTF-16 pair, nor start
+    with an escaped blank), no string value starting like JSON (only a string's opening quote
+    can be followed by ``{`` or ``[`` in text that decodes), and fewer brackets than the
+    nesting ``_parse_nested`` refuses (however many of them sit inside strings).
+    """
+    return (raw.isascii() and "\\" not in raw and raw.count("{") + raw.count("[") < _MAX_USER_DATA_DEPTH - 1
+            and _NESTED_JSON_STRING.search(raw) is None)
 
 
 def _parse_nested(value: Any, odd: _Odd, depth: int) -> Any:
@@ -388,9 +511,11 @@ def _parse_nested(value: Any, odd: _Odd, depth: int) -> Any:
     return value
 
 
-def normalize(info: UploadInfo, *, source: str, request_id: str, now: str) -> JobRecord:
+def normalize(info: UploadInfo, *, source: str, request_id: str, now: str,
+              digest: Optional[str] = None) -> JobRecord:
     """One ICE answer item -> a record. ``first_seen_at`` is settled by the merge. Never raises
-    for anything ICE sends: odd fields become null or are escaped (see ``JobRecord``)."""
+    for anything ICE sends: odd fields become null or are escaped (see ``JobRecord``).
+    ``digest``, when the caller has it, is ``answer_digest(info)``: the record carries it to the store."""
     job_id = info.job_id
     state = map_status(info.status)
     failed = state == "failed"
@@ -410,6 +535,7 @@ def normalize(info: UploadInfo, *, source: str, request_id: str, now: str) -> Jo
         error_code=normalize_text(info.error_code, job_id=job_id, field="error_code") if failed else None,
         error_message=normalize_text(info.error_message, job_id=job_id, field="error_message") if failed else None,
         user_data=normalize_user_data(info.user_data, job_id=job_id),
+        answer_digest=digest,
     )
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Set, Tuple, Union
@@ -29,11 +30,15 @@ from .logs import ContextThreadPool
 from .records import (
     JobRecord,
     MergeResult,
+    UploadInfo,
+    answer_digest,
     expire_if_stale,
     format_time,
+    is_known_status,
     map_status,
     normalize,
     not_found_record,
+    plain_ice_time,
     well_formed_text,
 )
 from .redact import redact_urls
@@ -269,6 +274,9 @@ class SyncService:
         in_flight: Dict[Future, int] = {}
         ready: List[Tuple[int, Future]] = []
         numbers = itertools.count()
+        # Each batch reports itself done here: one cheap wake-up per batch, where ``wait()``
+        # over the whole window locks every future in it, twice, at every wake-up.
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
         with ContextThreadPool(max_workers=self.concurrency, thread_name_prefix="ice") as pool:
             try:
                 while True:
@@ -277,13 +285,17 @@ class SyncService:
                         batch = tuple(itertools.islice(keys, BATCH_SIZE))
                         if not batch:
                             break
-                        in_flight[pool.submit(one, batch)] = next(numbers)
+                        future = pool.submit(one, batch)
+                        in_flight[future] = next(numbers)
+                        future.add_done_callback(finished.put)
                     for number, future in ready:
                         for outcome in future.result():
                             yield number, outcome
                     if not in_flight:
                         return
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    done = [finished.get()]
+                    while not finished.empty():
+                        done.append(finished.get())
                     ready = sorted(((in_flight.pop(future), future) for future in done), key=lambda item: item[0])
             finally:
                 for future in in_flight:
@@ -318,9 +330,10 @@ class SyncService:
         """
         report = _Report()
         try:
+            vouched = self._vouched_digests(answers)
             records: List[JobRecord] = []
             for outcome, request, now, tracked in answers:
-                records += self._records_of(outcome, request, now, tracked, report)
+                records += self._records_of(outcome, request, now, tracked, report, vouched)
             self._save_all(records, answers[0][2], report)
         except Exception:  # noqa: BLE001 - a bug must cost its jobs, not the sweep
             settled = set(report.failed) | set(report.not_found)
@@ -329,12 +342,34 @@ class SyncService:
             report = _Report(failed=[*report.failed, *unsettled], not_found=report.not_found)
         return report
 
+    def _vouched_digests(self, answers: List[Tuple[BatchOutcome, SyncRequest, datetime, Set[str]]]
+                         ) -> Dict[str, str]:
+        """For the jobs of these answers, the ``answer_digest`` of the answer each stored record
+        was made from, where the store can vouch for it (``RecordStore.answer_digests``): one
+        cheap read for many jobs, and an answer with the same digest changes nothing."""
+        answer_digests = _capability(self.store, "answer_digests")
+        if answer_digests is None:
+            return {}
+        job_ids = [info.job_id for outcome, _request, _now, _tracked in answers if outcome.answer is not None
+                   for info in outcome.answer.infos if is_valid_job_id(info.job_id)]
+        if not job_ids:
+            return {}
+        try:
+            return dict(answer_digests(job_ids))
+        except Exception as exc:  # noqa: BLE001 - only a shortcut: the ordinary path decides, and reports failures
+            logger.warning("cannot read the answer digests of %d job(s) (%s: %s); checking them the ordinary way",
+                           len(job_ids), type(exc).__name__, str(exc)[:200])
+            return {}
+
     def _records_of(self, outcome: BatchOutcome, request: SyncRequest, now: datetime, tracked: Set[str],
-                    report: _Report) -> List[JobRecord]:
+                    report: _Report, vouched: Dict[str, str]) -> List[JobRecord]:
+        """The records to save for one answer. An item whose digest the store vouches for is
+        settled here as unchanged, without normalizing it, unless the job is due to expire."""
         answer = outcome.answer
         assert answer is not None
         claimed = {hint.job_id: hint.status for hint in request.hints if hint.job_id and hint.status}
         stamp = format_time(now)
+        stale_before = self._stale_before(now) if vouched else None
         records: List[JobRecord] = []
         seen = set()
         for info in answer.infos:
@@ -345,7 +380,14 @@ class SyncService:
                 continue
             seen.add(info.job_id)
             try:
-                record = normalize(info, source=request.source, request_id=answer.request_id, now=stamp)
+                digest = answer_digest(info)
+                # an unknown status word takes the ordinary way: it is warned about at every look
+                if vouched.get(info.job_id) == digest and info.job_id not in claimed \
+                        and _not_stale(info, stale_before) and is_known_status(info.status):
+                    report.unchanged += 1  # the store holds what this very answer makes, and keeps it
+                    continue
+                record = normalize(info, source=request.source, request_id=answer.request_id, now=stamp,
+                                   digest=digest)
             except Exception:  # noqa: BLE001 - normalizers are total; if one is not, only this job pays
                 logger.exception("cannot normalize job %s (request %r)", info.job_id, answer.request_id)
                 report.failed.append(info.job_id)
@@ -372,6 +414,18 @@ class SyncService:
                 else:
                     report.not_found.append(job_id)  # nobody tracked it: reported, never written
         return records
+
+    def _stale_before(self, now: datetime) -> Optional[str]:
+        """A job created at this time (as ``format_time`` writes it) or earlier is due to expire.
+
+        Times we write sort as they happen, and ``created <= now - max_age`` holds exactly when
+        the creation time sorts before ``format_time(now - max_age)`` or equals it (whole seconds
+        against a moment with a fraction); None when no creation time can be that old.
+        """
+        try:
+            return format_time(now - self.max_age)
+        except OverflowError:
+            return None
 
     def _save_all(self, records: List[JobRecord], now: datetime, report: _Report) -> None:
         ready: List[JobRecord] = []
@@ -617,6 +671,16 @@ def _job_ids_of(answers: List[Tuple[BatchOutcome, SyncRequest, datetime, Set[str
         if outcome.answer is not None:
             job_ids.update(dict.fromkeys(info.job_id for info in outcome.answer.infos if is_valid_job_id(info.job_id)))
     return list(job_ids)
+
+
+def _not_stale(info: UploadInfo, stale_before: Optional[str]) -> bool:
+    """The job this answer describes is not due to expire (``expire_if_stale`` would keep it).
+
+    Only a creation time ICE sent, in one of its usual shapes, decides here; a job without
+    one counts from when we began tracking it, which only the ordinary path reads.
+    """
+    created_at = plain_ice_time(info.creation_time)
+    return created_at is not None and (stale_before is None or created_at > stale_before)
 
 
 def _log_failure(what: str, exc: Exception) -> None:

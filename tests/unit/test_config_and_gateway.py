@@ -102,12 +102,15 @@ def test_non_exists_in_every_shape(value, expected):
 
 
 def test_rate_limiter_spaces_calls_and_gives_up_at_the_deadline():
+    """More in test_rate_limiter.py: the limit is a ceiling per one-second window."""
     clock = [0.0]
-    limiter = RateLimiter(10, burst=1, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
-    assert limiter.acquire(deadline=10)
-    assert limiter.acquire(deadline=10)
-    assert clock[0] == pytest.approx(0.1)
-    assert not limiter.acquire(deadline=clock[0] + 0.05)
+    limiter = RateLimiter(1, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    with limiter.slot(deadline=10) as granted:
+        assert granted
+    with limiter.slot(deadline=10) as granted:
+        assert granted
+    assert clock[0] == pytest.approx(1.0)
+    assert not limiter.acquire(deadline=clock[0] + 0.5)
 
 
 # ---------------------------------------------------------------- retries: bounded in count, fast where futile

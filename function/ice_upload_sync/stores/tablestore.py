@@ -5,7 +5,9 @@ the same API), imported only when this store is chosen.
 
 - ``<table>``: primary key ``job_id`` (STRING), one attribute column per record field
   (``user_data`` as a JSON string, absent fields as absent columns) plus ``revision``, an
-  integer that every write increments.
+  integer that every write increments, ``info`` (``information_fingerprint``) and, on a
+  non-final record made from an ICE answer, ``answer`` (its ``answer_digest``: what lets a
+  sweep tell an unchanged answer from one column, see ``answer_digests``).
 - ``<table>_pending``: primary key ``job_id``, columns ``first_seen_at`` and ``source``; a
   row exists exactly while the job is tracked and not final, so a sweep reads only open
   jobs with GetRange, page by page, never scanning the records. Sweep cursors live in the
@@ -72,7 +74,7 @@ _ACCESS_CODES = frozenset({"OTSAuthFailed", "OTSNoPermissionAccess", "OTSTempUse
 _INSTANCE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,14}[A-Za-z0-9]$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,246}$")
 # what a save reads first: enough to tell "unchanged" and to write conditionally
-LIGHT_COLUMNS = ["job_id", "revision", "info", "first_seen_at"]
+LIGHT_COLUMNS = ["job_id", "revision", "info", "first_seen_at", "answer"]
 RAM_ACTIONS = ("ots:GetRow", "ots:BatchGetRow", "ots:PutRow", "ots:DeleteRow", "ots:BatchWriteRow", "ots:GetRange")
 
 
@@ -148,6 +150,8 @@ def record_columns(record: JobRecord, revision: int) -> List[Tuple[str, Any]]:
         columns.append((name, value))
     columns.append(("final", record.final))
     columns.append(("info", information_fingerprint(record)))
+    if record.answer_digest is not None and not record.final:
+        columns.append(("answer", record.answer_digest))  # see TablestoreStore.answer_digests
     columns.append(("revision", revision))
     return columns
 
@@ -157,6 +161,7 @@ def record_from_row(job_id: str, columns: Iterable[Sequence[Any]]) -> Tuple[JobR
     revision = data.pop("revision", 0)
     data.pop("final", None)
     data.pop("info", None)
+    data.pop("answer", None)
     if "user_data" in data:
         data["user_data"] = json.loads(data["user_data"])
     data["job_id"] = job_id
@@ -171,6 +176,7 @@ class _Stored:
     same: bool = False  # the row holds exactly this information already (its fingerprint matched)
     first_seen_at: Optional[str] = None
     fingerprint: Optional[str] = None
+    answer: Optional[str] = None  # the answer digest bound to the stored record
     error: Optional[StoreError] = None  # this job's rows could not be read (or are corrupt): it fails alone
 
 
@@ -180,7 +186,8 @@ class _Plan:
     fresh: JobRecord
     stored: _Stored
     result: MergeResult
-    columns: Optional[List[Tuple[str, Any]]] = None  # the row to write, when the result changed
+    columns: Optional[List[Tuple[str, Any]]] = None  # the row to write, when the result changed (or rebind)
+    rebind: bool = False  # unchanged, but the stored row lacks fresh's answer digest: written again with it
 
 
 # (table, "put" | "delete", job_id, columns, expected revision): one row of a BatchWriteRow
@@ -374,11 +381,13 @@ class TablestoreStore:
                                      for p in opening], f"track {len(opening)} job(s)")
         plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in opening}, results, retry, last)
 
-        # 2. the records, each on the condition that nobody wrote it since we read it
-        writing = [p for p in plans if p.result.changed]
+        # 2. the records, each on the condition that nobody wrote it since we read it (a rebinding
+        # that loses that race, or fails, is only a binding not made: the record stands as it is)
+        writing = [p for p in plans if p.result.changed or p.rebind]
         failures = self._write_rows([(self.table, "put", p.fresh.job_id, p.columns, p.stored.revision)
                                      for p in writing], f"record {len(writing)} job(s)")
-        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in writing}, results, retry, last)
+        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in writing if p.result.changed},
+                             results, retry, last)
 
         # 3. markers of final jobs last; one left behind is cleaned up by the next sweep
         closing = [p for p in plans if p.result.record.final and p.stored.marker is not None]
@@ -395,12 +404,15 @@ class TablestoreStore:
     @staticmethod
     def _plan(index: int, fresh: JobRecord, state: _Stored) -> _Plan:
         """Merge against what is stored; the row is built here, before anything is written."""
+        rebind = False
         if state.same:  # merge() would answer "unchanged": the same information is stored
             result = MergeResult(replace(fresh, first_seen_at=state.first_seen_at or fresh.first_seen_at), False)
+            # bind the answer's digest to the row (rewritten whole: only bookkeeping changes)
+            rebind = fresh.answer_digest is not None and not fresh.final and state.answer != fresh.answer_digest
         else:
             result = merge(state.record, fresh, tracked_since=state.marker.first_seen_at if state.marker else None)
-        columns = record_columns(result.record, (state.revision or 0) + 1) if result.changed else None
-        return _Plan(index, fresh, state, result, columns)
+        columns = record_columns(result.record, (state.revision or 0) + 1) if result.changed or rebind else None
+        return _Plan(index, fresh, state, result, columns, rebind)
 
     def _unwritable(self, fresh: JobRecord, error: Exception) -> StoreError:
         if isinstance(error, StoreError):
@@ -491,6 +503,7 @@ class TablestoreStore:
             state.revision = int(values.get("revision", 0))
             state.first_seen_at = values.get("first_seen_at")
             state.fingerprint = values.get("info")
+            state.answer = values.get("answer")
 
     def _write_rows(self, rows: List[_RowWrite], action: str) -> Dict[str, Exception]:
         """BatchWriteRow in chunks: (table, "put"|"delete", job_id, columns, expected revision).
@@ -549,6 +562,29 @@ class TablestoreStore:
                 if outcome.is_ok or (tolerate and outcome.error_code == "OTSConditionCheckFail"):
                     continue
                 failures[job_id] = _RowFailure(outcome.error_code or "unknown", outcome.error_message or "")
+
+    def answer_digests(self, job_ids: Sequence[str]) -> Dict[str, str]:
+        """The ``answer`` column of these jobs' rows, one BatchGetRow per 100 jobs.
+
+        The column is written in the same PutRow as the record it describes, and only for a
+        non-final record; every record write replaces the whole row, so a row written by
+        anything that did not bind a digest (an older version, a record that became final)
+        has none, and the column always describes the record beside it.
+        """
+        unique = list(dict.fromkeys(job_ids))
+        vouched: Dict[str, str] = {}
+        for start in range(0, len(unique), MAX_BATCH_GET):
+            chunk = unique[start:start + MAX_BATCH_GET]
+            request = ots.BatchGetRowRequest()
+            request.add(ots.TableInBatchGetRowItem(self.table, [[("job_id", job_id)] for job_id in chunk],
+                                                   columns_to_get=["answer"], max_version=1))
+            response = self._call(f"read the answer digests of {len(chunk)} job(s)", "batch_get_row", request)
+            for job_id, item in zip(chunk, response.get_result_by_table(self.table)):
+                if item.is_ok and item.row is not None:
+                    for column in item.row.attribute_columns or ():
+                        if column[0] == "answer" and isinstance(column[1], str):
+                            vouched[job_id] = column[1]
+        return vouched
 
     # -- the sweep's listing and cursors -------------------------------------------
 
