@@ -185,16 +185,19 @@ class OssStore:
     def save(self, fresh: JobRecord) -> MergeResult:
         job_id = fresh.job_id
         stored = self.load(job_id)
-        marker = self.tracking(job_id)
+        # The marker matters to the merge only when there is no record yet (its first_seen_at);
+        # a change to a record that exists is written without reading it (one request fewer).
+        marker = self.tracking(job_id) if stored is None else None
         tracked_since = marker.first_seen_at if marker else None
         result = merge(stored, fresh, tracked_since=tracked_since)
-        if not result.changed:  # nothing to write: no lock
-            self._settle_marker(result.record, marker is not None, fresh.source)
+        if not result.changed:  # nothing to write: no lock; a marker a crash left wrong is settled
+            self._settle_marker(result.record, self.tracking(job_id) is not None, fresh.source)
             return result
         with self._job_lock(job_id) as lease:
             result = merge(self.load(job_id), fresh, tracked_since=tracked_since)  # again, under the lock
             if not result.changed:
-                self._settle_marker(result.record, marker is not None, fresh.source)
+                marker_exists = marker is not None if stored is None else self.tracking(job_id) is not None
+                self._settle_marker(result.record, marker_exists, fresh.source)
                 return result
             record = result.record
             data = self._encode(record)  # before any write: a record that cannot be leaves no marker
