@@ -1,22 +1,40 @@
-"""Sweep benchmark: N pending jobs against the ICE emulator with injected latency.
+"""Sweep benchmark: the common tick and the hard case, on every store, against the floor.
 
-    .venv/bin/python -m tests.bench.bench_sweep [--jobs 1000 10000 100000] [--latency-ms 20]
-                                                [--concurrency 8] [--naive-jobs 200] [--write]
-                                                [--store file|tablestore] [--store-latency-ms 2]
+    .venv/bin/python -m tests.bench.bench_sweep [--jobs 1000 10000 100000] [--modes unchanged changed]
+                                                [--stores file oss tablestore] [--latency-ms 20]
+                                                [--concurrency 8] [--qps 1000] [--naive-jobs 200]
+                                                [--store-latency-ms 2] [--json]
 
-For each N: the store is seeded with N tracked jobs (records already up to date, the
-usual sweep; ``--write`` leaves records out so every job is written), the emulator runs
-in a process of its own with N jobs in flight (so does the local Tablestore server, with
-``--store-latency-ms`` per call, for ``--store tablestore``), and two fresh processes sweep:
+For each N and store, N jobs are tracked (pending markers written straight into the store)
+and one sweep in a process of its own records them from ICE's answers, as the sweeps
+before the measured one would have (whatever a store keeps to tell "unchanged" cheaply is
+written the way production writes it). Then, in fresh processes:
 
-- ``pipelined``: the handler with a timer event, as FC runs it on a warm instance (one
-  direct request first opens the SDK's connections; ``bench_cold_start`` measures that);
-- ``naive``: one job per call, sequential, one write per job (the first ``--naive-jobs``
-  jobs only, extrapolated to N: at 20 ms a call it would take N x 20 ms).
+- ``unchanged`` (the common tick): ICE still answers ``UPLOADING`` for every job: nothing
+  to write;
+- ``changed`` (after a wave of uploads finished): ICE now answers ``Success`` for every job
+  stored as ``UPLOADING``: every record is rewritten as final and every marker removed.
 
-Printed per run: API calls (and ceil(N/10)), wall time, jobs per second, the ratio to the
-ideal ceil(N/10) x latency / concurrency, and the sweeping process's peak RSS. Not run by
-the test suite (``tests/integration/test_bench_smoke.py`` runs it with a tiny N).
+Every server runs in a process of its own, so its CPU and memory are not the sweep's: the
+ICE emulator (``--latency-ms`` per call), OSS (moto's S3 server behind the OSS dialect, no
+added latency: moto's own work and a new connection per request) and the local Tablestore
+server (``--store-latency-ms`` per call). Measured per run:
+
+- ``sweep``: the handler with a timer event on a warm instance (SDK imported, a lookup made,
+  the store's client used), in a fresh process: wall time, API calls, CPU of the process
+  (every thread, user + system) during the sweep, and the process's peak RSS;
+- ``floor``: the bare official SDK making the same ceil(N/10) GetUrlUploadInfos calls
+  (batches of 10, ``ICE_CONCURRENCY`` in flight) against the same emulator, in a fresh
+  process: its CPU over those calls. What the sweep spends above it is ours;
+- ``naive``: the first ``--naive-jobs`` jobs one at a time, each its own invocation (a timer
+  event naming one job: one call, one write when it changed), on a store of their own,
+  extrapolated to N.
+
+Printed per run: wall / ideal (ideal = ceil(N/10) x latency / concurrency), our CPU per job,
+the SDK floor per job and the sweep's CPU over it, API calls, peak RSS, the naive baseline
+and the speedup over it. ``--json`` prints one JSON line per run instead. The rate limit is
+set out of the way (``--qps``) so that ICE's latency, not the limit, sets the pace. Not run
+by the test suite except with a tiny N (``tests/integration/test_bench_smoke.py``).
 """
 from __future__ import annotations
 
@@ -25,194 +43,349 @@ import contextlib
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
+FUNCTION = ROOT / "function"
 
 from tests.bench.ice_process import (  # noqa: E402
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     TABLESTORE_INSTANCE,
     IceProcess,
+    OssProcess,
     TablestoreProcess,
 )
 
-CREATED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+MODES = ("unchanged", "changed")
+STORES = ("file", "oss", "tablestore")
+CREATED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+COMPLETED = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())  # ICE's own format for CompleteTime
+TIMER_EVENT = {"triggerTime": "t", "triggerName": "sweep", "payload": ""}
 
 
 def job_id(index: int) -> str:
     return f"bench{index:08d}"
 
 
-def ice_jobs(count: int) -> Iterator[Dict[str, str]]:
+def ice_jobs(count: int, *, finished: bool) -> Iterator[Dict[str, str]]:
+    """ICE-shaped answers: uploading, or (``finished``) the same jobs succeeded."""
     for index in range(count):
-        yield {"JobId": job_id(index), "Status": "UPLOADING", "CreationTime": CREATED,
-               "UploadURL": f"https://media.example.com/bench/{index}.mp4"}
+        job = {"JobId": job_id(index), "Status": "UPLOADING", "CreationTime": CREATED,
+               "UploadURL": f"https://media.example.com/bench/{index}.mp4",
+               "MediaId": f"{index:08x}a5c671efbf9ae6e6c6a5aa0b",
+               "UserData": json.dumps({"MessageCallback": {"CallbackURL": "https://cb.example.com/ice"},
+                                       "Extend": {"batch": "b17", "index": index}})}
+        if finished:
+            job.update(Status="Success", CompleteTime=COMPLETED, FileSize=str(10_485_760 + index))
+        yield job
 
 
-def seed_store(root: Path, count: int, with_records: bool) -> None:
-    """Write the file store's layout directly (the store's own writes fsync: too slow to seed 100,000)."""
-    sys.path.insert(0, str(ROOT / "function"))
-    from ice_upload_sync.records import UploadInfo, normalize
-
-    (root / "jobs").mkdir(parents=True, exist_ok=True)
-    (root / "pending").mkdir(parents=True, exist_ok=True)
-    for job in ice_jobs(count):
-        marker = {"job_id": job["JobId"], "first_seen_at": CREATED, "source": "direct"}
-        (root / "pending" / job["JobId"]).write_text(json.dumps(marker))
-        if with_records:
-            record = normalize(UploadInfo.from_api(job), source="timer", request_id="seed", now=CREATED)
-            (root / "jobs" / f"{job['JobId']}.json").write_text(
-                json.dumps(record.to_dict(), ensure_ascii=False, indent=1))
+# ---------------------------------------------------------------- the measured processes
 
 
-def seed_tablestore(endpoint: str, table: str, count: int, with_records: bool) -> None:
-    """Tables and rows through the store itself (batched, so 100,000 jobs take seconds, not minutes)."""
-    sys.path.insert(0, str(ROOT / "function"))
-    from ice_upload_sync.ice import Credentials
-    from ice_upload_sync.records import UploadInfo, normalize
-    from ice_upload_sync.stores.base import Tracking
-    from ice_upload_sync.stores.tablestore import TablestoreStore
+def _context() -> Any:
+    from types import SimpleNamespace
 
-    store = TablestoreStore(TABLESTORE_INSTANCE, table, endpoint, Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET))
-    store.create_tables()
-    chunk: list = []
-    for job in ice_jobs(count):
-        if with_records:
-            chunk.append(normalize(UploadInfo.from_api(job), source="timer", request_id="seed", now=CREATED))
-        else:
-            store.track(Tracking(job["JobId"], CREATED, "direct"))
-        if len(chunk) == 200:
-            store.save_many(chunk)
-            chunk = []
-    if chunk:
-        store.save_many(chunk)
+    return SimpleNamespace(request_id="bench", credentials=None,
+                           function=SimpleNamespace(name="bench", timeout="3600"))
 
 
-# ---------------------------------------------------------------- the measured process
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    return usage.ru_utime + usage.ru_stime
 
-CHILD = r"""
-import json, resource, sys, time
-from types import SimpleNamespace
-mode, jobs, naive_jobs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-import logging
-import index
-context = SimpleNamespace(request_id="bench", credentials=None, function=SimpleNamespace(name="bench", timeout="3600"))
-index.initialize(context)
-app = index._app
-logging.getLogger("ice_upload_sync").setLevel(logging.WARNING)
-if mode == "pipelined":
-    # a warm instance, as the timer usually finds one: SDK connections open, lazy imports done
-    first = next(iter(app.store.pending_job_ids()))
-    index.handler(json.dumps({"JobIds": [first]}), context)
-    started = time.perf_counter()
-    summary = index.handler(json.dumps({"triggerTime": "t", "triggerName": "sweep", "payload": ""}), context)
-    wall = time.perf_counter() - started
-    out = {"jobs": summary["checked"], "api_calls": summary["api_calls"], "wall_s": wall,
-           "written": summary["written"], "unchanged": summary["unchanged"], "failed": summary["failed_count"]}
-else:
-    from ice_upload_sync.records import format_time, normalize
-    from datetime import datetime, timezone
-    sample = []
-    for job_id in app.store.pending_job_ids():
-        sample.append(job_id)
-        if len(sample) >= naive_jobs:
-            break
+
+def _warm_instance(context: Any) -> Any:
+    """``index`` initialized, its SDK imported, one lookup made and the store's client used; nothing written."""
+    import logging
+
+    import index
+
+    index.initialize(context)
+    logging.getLogger("ice_upload_sync").setLevel(logging.WARNING)
+    app = index._app
+    app.gateway.prepare()
+    for outcome in app.gateway.lookup([job_id(0)], [], deadline=time.monotonic() + 60):
+        assert outcome.answer is not None, f"the warm-up lookup failed: {outcome.error}"
+    app.store.load(job_id(0))
+    return index
+
+
+def child_sweep(warm: bool) -> Dict[str, Any]:
+    context = _context()
+    if warm:
+        index = _warm_instance(context)
+    else:  # priming: only the records matter
+        import index
+
+        index.initialize(context)
+    cpu, started = _cpu_s(), time.perf_counter()
+    summary = index.handler(json.dumps(TIMER_EVENT), context)
+    wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    return {"wall_s": wall, "cpu_s": cpu, "checked": summary["checked"], "written": summary["written"],
+            "unchanged": summary["unchanged"], "api_calls": summary["api_calls"],
+            "failed": summary["failed_count"], "complete": summary["complete"], "peak_rss_mb": _peak_rss_mb()}
+
+
+def child_naive(jobs: int) -> Dict[str, Any]:
+    context = _context()
+    index = _warm_instance(context)
     calls = written = 0
-    started = time.perf_counter()
-    for job_id in sample:
-        outcome = app.gateway.query("JobIds", (job_id,), deadline=time.monotonic() + 60)
-        calls += outcome.api_calls
-        now = format_time(datetime.now(timezone.utc))
-        for info in outcome.answer.infos:
-            written += app.store.save(normalize(info, source="timer", request_id=outcome.answer.request_id,
-                                                now=now)).changed
-    wall = time.perf_counter() - started
-    out = {"jobs": len(sample), "api_calls": calls, "wall_s": wall, "written": written}
-usage = resource.getrusage(resource.RUSAGE_SELF)
-out["peak_rss_mb"] = usage.ru_maxrss / 1024
-out["cpu_s"] = usage.ru_utime + usage.ru_stime
-out["sys_s"] = usage.ru_stime
-print(json.dumps(out))
-"""
+    cpu, started = _cpu_s(), time.perf_counter()
+    for index_ in range(jobs):
+        event = {**TIMER_EVENT, "payload": json.dumps({"JobIds": [job_id(index_)]})}
+        summary = index.handler(json.dumps(event), context)
+        calls += summary["api_calls"]
+        written += summary["written"]
+    wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    return {"jobs": jobs, "wall_s": wall, "cpu_s": cpu, "api_calls": calls, "written": written,
+            "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure(mode: str, store: Dict[str, str], endpoint: str, args: argparse.Namespace, jobs: int) -> dict:
-    env = {**{k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
-           "PYTHONPATH": str(ROOT / "function"), "ICE_ENDPOINT": endpoint,
-           "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-           **store, "ICE_CONCURRENCY": str(args.concurrency), "ICE_MAX_QPS": str(args.qps)}
-    result = subprocess.run([sys.executable, "-c", CHILD, mode, str(jobs), str(args.naive_jobs)], env=env,
-                            check=True, capture_output=True, text=True)
+def child_floor(jobs: int, concurrency: int) -> Dict[str, Any]:
+    """The official SDK alone: the client the gateway builds, the same calls, nothing of ours."""
+    from urllib.parse import urlsplit
+
+    from alibabacloud_ice20201109 import models
+    from alibabacloud_ice20201109.client import Client
+    from alibabacloud_tea_openapi.utils_models import Config
+    from darabonba.runtime import RuntimeOptions
+
+    endpoint = urlsplit(os.environ["ICE_ENDPOINT"])
+    client = Client(Config(access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET,
+                           endpoint=endpoint.netloc, protocol=endpoint.scheme, region_id="cn-shanghai",
+                           connect_timeout=2000, read_timeout=10000, max_idle_conns=concurrency))
+
+    def call(keys: List[str]) -> int:
+        request = models.GetUrlUploadInfosRequest(job_ids=",".join(keys))
+        runtime = RuntimeOptions(read_timeout=10000, connect_timeout=2000, autoretry=False)
+        response = client.get_url_upload_infos_with_options(request, runtime)
+        return len(response.body.urlupload_info_list or ())
+
+    call([job_id(0)])  # warm, like the sweep's instance
+    ids = [job_id(index) for index in range(jobs)]
+    batches = [ids[start:start + 10] for start in range(0, jobs, 10)]
+    cpu, started = _cpu_s(), time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        answered = sum(pool.map(call, batches))
+    wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    assert answered == jobs, f"the floor's calls answered {answered} of {jobs} jobs"
+    return {"calls": len(batches), "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def child(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.child == "floor":
+        return child_floor(args.jobs[0], args.concurrency)
+    if args.child == "naive":
+        return child_naive(args.jobs[0])
+    return child_sweep(warm=args.child == "sweep")
+
+
+def run_child(what: str, jobs: int, env: Dict[str, str], ice: str, args: argparse.Namespace) -> Dict[str, Any]:
+    environment = {**{k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
+                   "PYTHONPATH": os.pathsep.join([str(FUNCTION), str(ROOT)]), "ICE_ENDPOINT": ice,
+                   "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
+                   "ICE_CONCURRENCY": str(args.concurrency), "ICE_MAX_QPS": str(args.qps), **env}
+    result = subprocess.run([sys.executable, "-m", "tests.bench.bench_sweep", "--child", what, "--jobs", str(jobs),
+                             "--concurrency", str(args.concurrency)],
+                            env=environment, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the {what} process failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(jobs: int, args: argparse.Namespace) -> List[dict]:
-    rows = []
-    ideal = math.ceil(jobs / 10) * (args.latency_ms / 1000) / args.concurrency
-    naive_count = min(jobs, args.naive_jobs)
-    with contextlib.ExitStack() as stack:
-        if args.store == "tablestore":
-            tablestore = stack.enter_context(TablestoreProcess(latency_ms=args.store_latency_ms))
-            stores = {name: {"RECORD_STORE": f"tablestore://{TABLESTORE_INSTANCE}/{name}",
-                             "TABLESTORE_ENDPOINT": tablestore.endpoint} for name in ("pipelined", "naive")}
-            seed_tablestore(tablestore.endpoint, "pipelined", jobs, with_records=not args.write)
-            if args.naive_jobs:
-                seed_tablestore(tablestore.endpoint, "naive", naive_count, with_records=not args.write)
+# ---------------------------------------------------------------- stores
+
+
+@dataclass(frozen=True)
+class BenchStore:
+    kind: str
+    env: Dict[str, str]  # RECORD_STORE and its endpoint, for the measured processes
+
+
+class Stores:
+    """Fresh stores of each kind; the OSS and Tablestore servers start on first use and live until ``close``."""
+
+    def __init__(self, args: argparse.Namespace, folder: Path, stack: contextlib.ExitStack) -> None:
+        self.args = args
+        self.folder = folder
+        self.stack = stack
+        self._oss: Optional[OssProcess] = None
+        self._tablestore: Optional[TablestoreProcess] = None
+
+    def new(self, kind: str, job_count: int) -> BenchStore:
+        """A store of ``kind`` tracking jobs 0 .. job_count - 1, with no records yet."""
+        name = f"b{uuid.uuid4().hex[:12]}"
+        if kind == "file":
+            store = BenchStore(kind, {"RECORD_STORE": f"file://{self.folder / name}"})
+            seed_file_markers(self.folder / name, job_count)
+            return store
+        if kind == "oss":
+            if self._oss is None:
+                self._oss = self.stack.enter_context(OssProcess(keep_alive=self.args.oss_server == "keep-alive"))
+            self._oss.create_bucket(name)
+            store = BenchStore(kind, {"RECORD_STORE": f"oss://{name}/bench", "OSS_ENDPOINT": self._oss.endpoint})
         else:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sweep-")))
-            stores = {name: {"RECORD_STORE": f"file://{folder / name}"} for name in ("pipelined", "naive")}
-            seed_store(folder / "pipelined", jobs, with_records=not args.write)
-            if args.naive_jobs:
-                seed_store(folder / "naive", naive_count, with_records=not args.write)
-        with IceProcess(ice_jobs(jobs), latency_ms=args.latency_ms) as ice:
-            pipelined = measure("pipelined", stores["pipelined"], ice.endpoint, args, jobs)
-            naive = measure("naive", stores["naive"], ice.endpoint, args, jobs) if args.naive_jobs else None
-    rows.append({"mode": "pipelined", "N": jobs, **pipelined, "ideal_s": ideal,
-                 "ratio_to_ideal": pipelined["wall_s"] / ideal if ideal else float("nan"),
-                 "jobs_per_s": pipelined["jobs"] / pipelined["wall_s"]})
-    if naive:
-        per_job = naive["wall_s"] / max(1, naive["jobs"])
-        rows.append({"mode": f"naive ({naive['jobs']} jobs, x{jobs / max(1, naive['jobs']):g})", "N": jobs,
-                     **naive, "wall_s": per_job * jobs, "api_calls": jobs, "ideal_s": ideal,
-                     "ratio_to_ideal": per_job * jobs / ideal if ideal else float("nan"),
-                     "jobs_per_s": 1 / per_job, "speedup": per_job * jobs / pipelined["wall_s"]})
-    return rows
+            if self._tablestore is None:
+                self._tablestore = self.stack.enter_context(
+                    TablestoreProcess(latency_ms=self.args.store_latency_ms))
+            store = BenchStore(kind, {"RECORD_STORE": f"tablestore://{TABLESTORE_INSTANCE}/{name}",
+                                      "TABLESTORE_ENDPOINT": self._tablestore.endpoint})
+        seed_markers_through_the_store(store, job_count)
+        return store
 
 
-def main(argv: List[str] = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--latency-ms", type=float, default=20)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--qps", type=float, default=1000, help="ICE_MAX_QPS (the default 50 would be the limit)")
-    parser.add_argument("--naive-jobs", type=int, default=200, help="jobs the naive baseline sweeps (0: skip)")
-    parser.add_argument("--write", action="store_true", help="no records yet: every job is written")
-    parser.add_argument("--json", action="store_true", help="print one JSON line per run")
-    parser.add_argument("--store", choices=["file", "tablestore"], default="file",
-                        help="tablestore: the local Tablestore server in a process of its own")
+def _function_on_path() -> None:
+    if str(FUNCTION) not in sys.path:
+        sys.path.insert(0, str(FUNCTION))
+
+
+def seed_file_markers(root: Path, count: int) -> None:
+    """The file store's markers written directly (the store's own writes fsync: slow to seed 100,000)."""
+    _function_on_path()
+    from ice_upload_sync.stores.base import Tracking
+
+    (root / "jobs").mkdir(parents=True, exist_ok=True)
+    (root / "pending").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        (root / "pending" / job_id(index)).write_bytes(Tracking(job_id(index), CREATED, "direct").to_json())
+
+
+def seed_markers_through_the_store(store: BenchStore, count: int) -> None:
+    """OSS and Tablestore: ``track`` through the store itself, 16 at a time."""
+    _function_on_path()
+    from ice_upload_sync.config import Settings
+    from ice_upload_sync.ice import Credentials
+    from ice_upload_sync.stores import open_store
+    from ice_upload_sync.stores.base import Tracking
+
+    settings = Settings.from_env({**store.env, "ICE_REGION": "cn-shanghai"})
+    opened: Any = open_store(settings, Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET))
+    if store.kind == "tablestore":
+        opened.create_tables()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        created = sum(pool.map(lambda index: bool(opened.track(Tracking(job_id(index), CREATED, "direct"))),
+                               range(count)))
+    assert created == count, f"{created} of {count} markers created in {store.kind}"
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def bench(jobs: int, args: argparse.Namespace) -> Iterator[Dict[str, Any]]:
+    """Rows for N = ``jobs``: per mode, per store."""
+    ideal = math.ceil(jobs / 10) * (args.latency_ms / 1000) / args.concurrency
+    naive_jobs = min(jobs, args.naive_jobs)
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sweep-")))
+        stores = Stores(args, folder, stack)
+        with IceProcess(ice_jobs(jobs, finished=False), latency_ms=args.latency_ms) as ice:
+            # every store primed from the same answers: the records the sweeps before would have left
+            prepared = {}
+            for kind in args.stores:
+                pipelined = stores.new(kind, jobs)
+                naive = stores.new(kind, naive_jobs) if naive_jobs else None
+                for store, count in ((pipelined, jobs), (naive, naive_jobs)):
+                    if store is not None:
+                        primed = run_child("prime", count, store.env, ice.endpoint, args)
+                        if primed["written"] != count or not primed["complete"]:
+                            raise RuntimeError(f"priming {kind} wrote {primed['written']} of {count} records")
+                prepared[kind] = (pipelined, naive)
+            if "unchanged" in args.modes:
+                yield from measure("unchanged", jobs, ideal, prepared, ice.endpoint, args)
+        if "changed" in args.modes:
+            # the unchanged sweep wrote nothing: the same records, now behind ICE's news
+            with IceProcess(ice_jobs(jobs, finished=True), latency_ms=args.latency_ms) as ice:
+                yield from measure("changed", jobs, ideal, prepared, ice.endpoint, args)
+
+
+def measure(mode: str, jobs: int, ideal: float, prepared: Dict[str, Any], ice: str,
+            args: argparse.Namespace) -> Iterator[Dict[str, Any]]:
+    floor = run_child("floor", jobs, {}, ice, args)
+    for kind, (pipelined, naive_store) in prepared.items():
+        sweep = run_child("sweep", jobs, pipelined.env, ice, args)
+        row: Dict[str, Any] = {
+            "mode": mode, "store": kind, "N": jobs, **sweep, "ideal_calls": math.ceil(jobs / 10),
+            "ideal_s": ideal, "ratio_to_ideal": _ratio(sweep["wall_s"], ideal),
+            "jobs_per_s": _ratio(sweep["checked"], sweep["wall_s"]),
+            "cpu_us_per_job": sweep["cpu_s"] / jobs * 1e6,
+            "floor_cpu_s": floor["cpu_s"], "floor_calls": floor["calls"],
+            "floor_us_per_job": floor["cpu_s"] / jobs * 1e6,
+            "cpu_over_floor": _ratio(sweep["cpu_s"], floor["cpu_s"]),
+            "ours_us_per_job": (sweep["cpu_s"] - floor["cpu_s"]) / jobs * 1e6,
+        }
+        if naive_store is not None:
+            naive = run_child("naive", min(jobs, args.naive_jobs), naive_store.env, ice, args)
+            per_job = naive["wall_s"] / naive["jobs"]
+            row.update(naive_jobs=naive["jobs"], naive_wall_s=per_job * jobs, naive_jobs_per_s=_ratio(1, per_job),
+                       naive_cpu_us_per_job=naive["cpu_s"] / naive["jobs"] * 1e6,
+                       naive_api_calls=naive["api_calls"], naive_written=naive["written"],
+                       speedup=_ratio(per_job * jobs, sweep["wall_s"]))
+        yield row
+
+
+def _ratio(part: float, whole: float) -> Optional[float]:
+    return part / whole if whole else None  # None, not NaN: strict JSON
+
+
+def _x(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def describe(row: Dict[str, Any]) -> str:
+    naive = ""
+    if "naive_wall_s" in row:
+        naive = (f" | naive {row['naive_wall_s']:.1f}s ({_x(row['naive_jobs_per_s'])} jobs/s, "
+                 f"{row['naive_cpu_us_per_job']:.0f}us/job, from {row['naive_jobs']}) speedup x{_x(row['speedup'])}")
+    return (f"{row['store']:<10} {row['mode']:<9} N={row['N']:<7} wall={row['wall_s']:.2f}s "
+            f"ideal={row['ideal_s']:.2f}s x{_x(row['ratio_to_ideal'])} | cpu {row['cpu_us_per_job']:.0f}us/job "
+            f"floor {row['floor_us_per_job']:.0f}us/job x{_x(row['cpu_over_floor'])} (ours +"
+            f"{row['ours_us_per_job']:.0f}us/job) | api_calls={row['api_calls']} (ceil(N/10)={row['ideal_calls']}) "
+            f"written={row['written']} unchanged={row['unchanged']} failed={row['failed']} "
+            f"| peak_rss={row['peak_rss_mb']:.0f}MB{naive}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_sweep")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1000, 10000, 100000],
+                        help="N, one run each (1,000 / 10,000 / 100,000)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="unchanged: ICE answers what is stored; changed: ICE says Success for every job")
+    parser.add_argument("--stores", nargs="+", choices=STORES, default=list(STORES))
+    parser.add_argument("--latency-ms", type=float, default=20, help="the ICE emulator's time per call")
+    parser.add_argument("--concurrency", type=int, default=8, help="ICE_CONCURRENCY")
+    parser.add_argument("--qps", type=float, default=1000, help="ICE_MAX_QPS (the default 50 would pace the sweep)")
+    parser.add_argument("--naive-jobs", type=int, default=200, help="jobs the naive baseline checks (0: skip)")
     parser.add_argument("--store-latency-ms", type=float, default=2.0,
-                        help="added to every Tablestore call (an in-region round trip)")
+                        help="added to every call of the local Tablestore server (an in-region round trip)")
+    parser.add_argument("--oss-server", choices=["keep-alive", "werkzeug"], default="keep-alive",
+                        help="werkzeug: moto's own server, a new connection per request (OSS keeps them alive)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per run")
+    parser.add_argument("--child", choices=["prime", "sweep", "naive", "floor"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    store = args.store if args.store == "file" else f"tablestore ({args.store_latency_ms:g}ms per call)"
-    print(f"latency={args.latency_ms:g}ms concurrency={args.concurrency} qps={args.qps:g} store={store} "
-          f"{'every job written' if args.write else 'records up to date'}", flush=True)
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+    print(f"ICE latency={args.latency_ms:g}ms concurrency={args.concurrency} qps={args.qps:g} "
+          f"tablestore latency={args.store_latency_ms:g}ms oss server={args.oss_server} cores={os.cpu_count()} "
+          f"python={sys.version.split()[0]}", flush=True)
     for jobs in args.jobs:
-        for row in run(jobs, args):
-            if args.json:
-                print(json.dumps(row), flush=True)
-                continue
-            extra = f" speedup={row['speedup']:.0f}x" if "speedup" in row else ""
-            print(f"{row['mode']:<28} N={row['N']:<7} api_calls={row['api_calls']:<7} "
-                  f"(ceil(N/10)={math.ceil(row['N'] / 10)}) wall={row['wall_s']:.2f}s jobs/s={row['jobs_per_s']:.0f} "
-                  f"ideal={row['ideal_s']:.2f}s ratio={row['ratio_to_ideal']:.2f} "
-                  f"peak_rss={row['peak_rss_mb']:.0f}MB cpu={row['cpu_s']:.1f}s sys={row['sys_s']:.1f}s{extra}",
-                  flush=True)
+        for row in bench(jobs, args):
+            print(json.dumps(row) if args.json else describe(row), flush=True)
     return 0
 
 

@@ -1,15 +1,17 @@
 """The local servers in processes of their own, for benchmarks.
 
 In the benchmark's own process a server would share the interpreter lock with the code
-under test, and its memory would count in the peak RSS; a real ICE or Tablestore is elsewhere.
+under test, and its memory would count in the peak RSS; a real ICE, OSS or Tablestore is elsewhere.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -23,6 +25,7 @@ class ServerProcess:
     """``python -m <module> --port 0 ...`` until its first line says where it listens."""
 
     module = ""
+    keyed = True  # the server takes --access-key-id / --access-key-secret
 
     def __init__(self, *args: str) -> None:
         self.args = list(args)
@@ -33,15 +36,16 @@ class ServerProcess:
         return self.args
 
     def __enter__(self):
+        keys = ["--access-key-id", ACCESS_KEY_ID, "--access-key-secret", ACCESS_KEY_SECRET] if self.keyed else []
         self._process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port", "0", "--access-key-id", ACCESS_KEY_ID,
-             "--access-key-secret", ACCESS_KEY_SECRET, *self._arguments()],
+            [sys.executable, "-m", self.module, "--port", "0", *keys, *self._arguments()],
             cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         line = self._process.stdout.readline() if self._process.stdout else ""
-        if "listening on " not in line:
+        found = re.search(r"(https?://[^\s;,]+)", line)
+        if found is None:
             self.__exit__(None, None, None)
             raise RuntimeError(f"{self.module} did not start: {line!r}")
-        self.endpoint = line.split("listening on ", 1)[1].split()[0]
+        self.endpoint = found.group(1)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -87,3 +91,25 @@ class TablestoreProcess(ServerProcess):
 
     def __init__(self, *, latency_ms: float = 0.0) -> None:
         super().__init__("--instance", TABLESTORE_INSTANCE, "--latency-ms", str(latency_ms))
+
+
+class OssProcess(ServerProcess):
+    """OSS on moto's S3 server behind the OSS dialect; ``create_bucket`` per store. moto checks no
+    signature and adds no latency beyond its own work.
+
+    ``keep_alive`` (the default) serves it with HTTP/1.1 keep-alive (``tests.bench.oss_keepalive``),
+    as OSS does; without it, werkzeug's server (``tests.emulators.oss_moto``) closes every
+    connection after one answer, and each request pays for a new connection in the client.
+    """
+
+    keyed = False
+
+    def __init__(self, *, keep_alive: bool = True) -> None:
+        super().__init__()
+        self.module = "tests.bench.oss_keepalive" if keep_alive else "tests.emulators.oss_moto"
+
+    def create_bucket(self, name: str) -> None:
+        """``name``: 3-63 lower-case letters, digits and hyphens."""
+        request = urllib.request.Request(f"{self.endpoint}/{name}/", method="PUT", data=b"")
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as answer:
+            answer.read()

@@ -1,4 +1,8 @@
-"""The benchmarks still run: a tiny sweep benchmark (its own emulator process, two measured processes)."""
+"""The benchmarks still run: the sweep benchmark with a tiny N, both modes, every store.
+
+Its servers run in processes of their own (ICE, OSS on moto, Tablestore), and so does each
+measured sweep, naive baseline and SDK floor.
+"""
 from __future__ import annotations
 
 import json
@@ -6,19 +10,29 @@ import json
 from tests.bench import bench_sweep
 
 
-def test_the_sweep_benchmark_runs_and_counts_one_call_per_ten_jobs(capsys):
-    assert bench_sweep.main(["--jobs", "25", "--latency-ms", "0", "--naive-jobs", "5", "--json"]) == 0
+def test_the_sweep_benchmark_runs_both_modes_on_every_store(capsys):
+    assert bench_sweep.main(["--jobs", "25", "--latency-ms", "0", "--naive-jobs", "5", "--store-latency-ms", "0",
+                             "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    pipelined, naive = rows
-    assert pipelined["mode"] == "pipelined" and pipelined["api_calls"] == 3 and pipelined["jobs"] == 25
-    assert pipelined["unchanged"] == 25 and pipelined["failed"] == 0 and pipelined["peak_rss_mb"] > 0
-    assert naive["jobs"] == 5 and naive["speedup"] > 0
+    assert [(row["mode"], row["store"]) for row in rows] == [
+        (mode, store) for mode in ("unchanged", "changed") for store in ("file", "oss", "tablestore")]
+    for row in rows:
+        where = f"{row['store']} {row['mode']}"
+        assert row["N"] == 25 and row["checked"] == 25 and row["failed"] == 0 and row["complete"], where
+        assert row["api_calls"] == row["ideal_calls"] == row["floor_calls"] == 3, where  # one call per 10 jobs
+        if row["mode"] == "unchanged":  # ICE answers what the store holds: nothing to write
+            assert (row["written"], row["unchanged"], row["naive_written"]) == (0, 25, 0), where
+        else:  # ICE says Success for jobs stored as UPLOADING: every record rewritten
+            assert (row["written"], row["unchanged"], row["naive_written"]) == (25, 0, 5), where
+        assert row["cpu_s"] > 0 and row["floor_cpu_s"] > 0 and row["cpu_over_floor"] > 0, where
+        assert row["peak_rss_mb"] > 0 and row["naive_jobs"] == 5 and row["naive_api_calls"] == 5, where
+        assert row["ratio_to_ideal"] is None  # no latency: no ideal to compare with
 
 
-def test_the_sweep_benchmark_runs_against_the_local_tablestore_server(capsys):
-    assert bench_sweep.main(["--jobs", "25", "--latency-ms", "0", "--naive-jobs", "5", "--json",
-                             "--store", "tablestore", "--store-latency-ms", "0"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    pipelined, naive = rows
-    assert pipelined["api_calls"] == 3 and pipelined["unchanged"] == 25 and pipelined["failed"] == 0
-    assert naive["jobs"] == 5
+def test_the_sweep_benchmark_prints_a_readable_line_per_run(capsys):
+    assert bench_sweep.main(["--jobs", "12", "--latency-ms", "1", "--naive-jobs", "0", "--stores", "file",
+                             "--modes", "changed"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("ICE latency=1ms") and len(lines) == 2
+    assert lines[1].startswith("file       changed   N=12") and "api_calls=2 (ceil(N/10)=2)" in lines[1]
+    assert "written=12" in lines[1] and "floor" in lines[1] and "naive" not in lines[1]
