@@ -147,7 +147,6 @@ def test_notify_settings_parse():
                       "http://[::1]:8080/, http://127.9.9.9/,https://hooks.example.com/a?t=1",
         "NOTIFY_SECRET": f"{OLD_SECRET}, {NEW_SECRET},",
         "NOTIFY_STATES": "succeeded, failed,not_found,succeeded",
-        "NOTIFY_EVENTBRIDGE": " ice-events ",
     })
     assert [endpoint.url for endpoint in settings.notify_endpoints] == [
         "https://hooks.example.com/a?t=1", "http://127.0.0.1:9000/e", "http://localhost/x", "http://[::1]:8080/",
@@ -156,7 +155,12 @@ def test_notify_settings_parse():
     assert [secret.number for secret in settings.notify_secrets] == [1, 2]
     assert settings.notify_secrets[0].key == b"o" * 32
     assert settings.notify_states == ("succeeded", "failed", "not_found")
-    assert settings.notify_eventbridge_bus == "ice-events" and settings.notifies
+    assert settings.notify_eventbridge_bus is None and settings.notifies
+
+
+def test_a_well_formed_eventbridge_bus_is_refused_until_delivery_to_it_exists():
+    with pytest.raises(ConfigError, match="does not deliver to EventBridge yet"):
+        Settings.from_env({"NOTIFY_EVENTBRIDGE": " ice-events "})
 
 
 def test_loopback_endpoints_need_no_secret():
