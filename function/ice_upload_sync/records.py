@@ -576,6 +576,7 @@ def expire_if_stale(record: JobRecord, *, tracked_since: Optional[str], now: dat
 class MergeResult:
     record: JobRecord  # what the store holds afterwards
     changed: bool  # whether it must be written
+    owed: bool = False  # the write took the record into a NOTIFY_STATES state: the store wrote an outbox entry
 
 
 def merge(stored: Optional[JobRecord], fresh: JobRecord, *,

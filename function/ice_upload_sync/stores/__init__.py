@@ -14,6 +14,13 @@ __all__ = ["RecordStore", "Tracking", "open_store"]
 
 
 def open_store(settings: Settings, credentials: Optional[Any] = None) -> RecordStore:
+    """The store ``RECORD_STORE`` names; it owes completion events for ``NOTIFY_STATES`` when ``NOTIFY_URL`` is set."""
+    store = _open(settings, credentials)
+    store.notify_states = settings.notify_states if settings.notify_endpoints else ()
+    return store
+
+
+def _open(settings: Settings, credentials: Optional[Any]) -> RecordStore:
     url = settings.record_store
     scheme, sep, rest = url.partition("://")
     if not sep or not rest:

@@ -9,6 +9,7 @@ from typing import Any, Callable, Generic, Iterator, List, Mapping, Optional, Pr
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StoreError
+from ..notify import Owed
 from ..records import JobRecord, MergeResult
 
 
@@ -154,6 +155,31 @@ class RecordStore(Protocol):
         checks them the ordinary way (``save``), which is always right. Default: none.
         """
         return {}
+
+    # -- the outbox of completion events (CONTRACT section 9; outbox.py delivers) ---------
+    #
+    # ``notify_states`` (set by ``open_store`` from NOTIFY_STATES when NOTIFY_URL is set; empty:
+    # no notifications) tells ``save`` / ``save_many`` which states are announced. When a save
+    # changes a record and ``notify.owes_notification(stored, merged, notify_states)`` is true,
+    # the store writes ``Owed.for_record(merged, merged.updated_at)`` with ``owe`` BEFORE it
+    # writes the record (durably, like the pending marker), and returns the MergeResult with
+    # ``owed=True``. One entry per job: a later announced state replaces it. Entries of final
+    # jobs stay after their marker goes: sweeps list the outbox on its own.
+
+    notify_states: Tuple[str, ...] = ()
+
+    def owe(self, entry: Owed) -> None:
+        """Create or replace the job's outbox entry (file/OSS: ``<root>/outbox/<job_id>``)."""
+
+    def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
+        """Every outbox entry in ascending ``job_id`` order, a page at a time; an entry that does
+        not parse (``BadOutboxEntry``) is logged and skipped."""
+
+    def settle(self, job_id: str, event_id: str) -> bool:
+        """Remove the job's entry if it still holds ``event_id`` (never a newer state's); True if removed."""
+
+    def reschedule(self, entry: Owed) -> bool:
+        """Replace the job's entry with ``entry`` if it still holds ``entry.event_id``; True if replaced."""
 
     def load_cursor(self, name: str) -> Optional[str]:
         """Optional. The last job ID the sweep called ``name`` checked, or None.

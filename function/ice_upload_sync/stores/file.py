@@ -1,4 +1,4 @@
-"""The file store: ``<root>/jobs/<job_id>.json`` and ``<root>/pending/<job_id>``.
+"""The file store: ``<root>/jobs/<job_id>.json``, ``<root>/pending/<job_id>`` and ``<root>/outbox/<job_id>``.
 
 For laptops and single-instance runs. Every file is written whole under a temporary name
 in its folder, fsynced, renamed into place, and the folder is fsynced after the rename, so
@@ -17,20 +17,27 @@ fsynced once for the group, before any result is returned.
 A job's marker also holds the digest of the ICE answer its record was made from, bound to
 that record file (``answer_digests``), so that a sweep can tell an unchanged answer from one
 small read.
+
+With ``notify_states`` set, a write that takes a record into one of those states first writes
+the job's outbox entry (``<root>/outbox/<job_id>``, ``notify.Owed``), durably, in the same
+step as the pending markers: before the record, so a crash never leaves a record that owes
+nothing. ``settle`` and ``reschedule`` compare the entry's event under the job's lock.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import StoreError
+from ..notify import BadOutboxEntry, Owed, owes_notification
 from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json
 from .base import Tracking
 
@@ -38,6 +45,8 @@ try:  # POSIX (FC, Linux, macOS); elsewhere the thread locks still hold within o
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 _STRIPES = 64
 # Durable writes in flight at once. Measured here (ext4): one fsync alone 0.4-3.9 ms (quiet or
@@ -86,6 +95,7 @@ class _Plan:
     untrack: bool  # final, and its marker exists: removed once the record is durable
     stored_identity: Optional[Identity]  # of the record file read under the lock
     marker: Optional[dict]  # the marker as stored (None: none, or not a JSON object)
+    owe: Optional[Owed] = None  # the outbox entry to write before the record (notify_states)
 
     @property
     def binds(self) -> bool:
@@ -99,6 +109,7 @@ class FileStore:
     # records that did change over its own pool (FSYNC_THREADS). Measured with two writers:
     # 2,000 changed jobs 2.6x the ideal instead of 2.8x, 5,000 unchanged 1.24x instead of 1.17x.
     write_concurrency = 1
+    notify_states: Tuple[str, ...] = ()  # set by open_store: the states announced (empty: none)
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
@@ -106,6 +117,8 @@ class FileStore:
         self.pending_dir = os.path.join(self.root, "pending")
         self.locks_dir = os.path.join(self.root, ".locks")
         self.cursors_dir = os.path.join(self.root, "cursors")
+        self.outbox_dir = os.path.join(self.root, "outbox")  # created on the first entry
+        self._outbox_ready = False
         self._thread_locks = [threading.Lock() for _ in range(_STRIPES)]
         try:
             for folder in (self.jobs_dir, self.pending_dir, self.locks_dir):
@@ -126,6 +139,9 @@ class FileStore:
 
     def _marker_path(self, job_id: str) -> str:
         return os.path.join(self.pending_dir, job_id)
+
+    def _entry_path(self, job_id: str) -> str:
+        return os.path.join(self.outbox_dir, job_id)
 
     def _locked(self, job_id: str) -> ContextManager[None]:
         return self._locked_stripe(_stripe(job_id), job_id)
@@ -430,25 +446,46 @@ class FileStore:
         result = merge(stored, fresh, tracked_since=marker.first_seen_at if marker else None)
         # encoded first: a record that cannot be leaves no marker behind
         data = self._encode(result.record) if result.changed else None
+        owe = None
+        if result.changed and self.notify_states and owes_notification(stored, result.record, self.notify_states):
+            owe = Owed.for_record(result.record, result.record.updated_at)
+            result = replace(result, owed=True)
         opening = None
         if not result.record.final and marker is None:
             opening = Tracking(job_id, result.record.first_seen_at, fresh.source)
             marker_data = json.loads(opening.to_json())
         return _Plan(index, fresh, result, data, opening, untrack=result.record.final and marker is not None,
-                     stored_identity=identity, marker=marker_data)
+                     stored_identity=identity, marker=marker_data, owe=owe)
 
     def _open_markers(self, plans: List[_Plan], results: list) -> List[_Plan]:
-        """Markers first, durably: a non-final record must never exist without one, even after a crash."""
-        opening = [plan for plan in plans if plan.opening is not None]
+        """Markers and outbox entries first, durably: a non-final record must never exist without its
+        marker, nor a record that owes an event without its entry, even after a crash."""
+        opening = [plan for plan in plans if plan.opening is not None or plan.owe is not None]
         if not opening:
             return plans
-        _, failed = self._write_files([(plan.index, self._marker_path(plan.fresh.job_id), plan.opening.to_json())
-                                       for plan in opening if plan.opening is not None])
-        if len(failed) < len(opening):
+        files = [(plan.index, self._marker_path(plan.fresh.job_id), plan.opening.to_json())
+                 for plan in opening if plan.opening is not None]
+        owing = [plan for plan in opening if plan.owe is not None]
+        failed: Dict[int, StoreError] = {}
+        if owing:
             try:
-                self._sync_folder(self.pending_dir)
-            except StoreError as exc:  # their records are not written; a marker alone is harmless
-                failed.update({plan.index: exc for plan in opening if plan.index not in failed})
+                self._prepare_outbox()
+            except StoreError as exc:
+                failed.update({plan.index: exc for plan in owing})
+            else:
+                files += [(plan.index, self._entry_path(plan.fresh.job_id), plan.owe.to_json())
+                          for plan in owing if plan.owe is not None]
+        _, write_failed = self._write_files(files)
+        failed.update(write_failed)
+        folders = ([self.pending_dir] if any(plan.opening is not None for plan in opening) else []) + \
+                  ([self.outbox_dir] if owing else [])
+        if len(failed) < len(opening):
+            for folder in folders:
+                try:
+                    self._sync_folder(folder)
+                except StoreError as exc:  # their records are not written; a marker or an entry alone is harmless
+                    failed.update({plan.index: exc for plan in opening if plan.index not in failed})
+                    break
         for index, error in failed.items():
             results[index] = error
         return [plan for plan in plans if plan.index not in failed]
@@ -587,3 +624,87 @@ class FileStore:
         if not name or "/" in name or name.startswith("."):
             raise StoreError(f"file store {self.root}: {name!r} is not a cursor name")
         return os.path.join(self.cursors_dir, name)
+
+    # -- the outbox of completion events ----------------------------------------------
+
+    def _prepare_outbox(self) -> None:
+        """``outbox/`` exists, and durably so (its name in the root folder synced), before the first entry."""
+        if self._outbox_ready:
+            return
+        try:
+            existed = os.path.isdir(self.outbox_dir)
+            os.makedirs(self.outbox_dir, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"file store {self.root}: cannot create folders: {exc.strerror}") from None
+        if not existed:
+            self._sync_folder(self.root)
+        self._outbox_ready = True
+
+    def _write_entry(self, entry: Owed) -> None:
+        self._prepare_outbox()
+        self._write_atomic(self._entry_path(entry.job_id), entry.to_json())
+        self._sync_folder(self.outbox_dir)
+
+    def _read_entry(self, job_id: str) -> Optional[Owed]:
+        """The job's entry; None when there is none, or it does not parse (logged)."""
+        try:
+            raw = self._read(self._entry_path(job_id))
+        except OSError as exc:
+            raise StoreError(f"file store {self.root}: cannot read the outbox entry of job {job_id}: "
+                             f"{exc.strerror}") from None
+        if raw is None:
+            return None
+        try:
+            entry = Owed.from_json(raw)
+        except BadOutboxEntry as exc:
+            logger.warning("file store %s: skipping the outbox entry of job %s: %s", self.root, job_id, exc)
+            return None
+        if entry.job_id != job_id:
+            logger.warning("file store %s: skipping the outbox entry of job %s: it names job %s", self.root,
+                           job_id, entry.job_id)
+            return None
+        return entry
+
+    def owe(self, entry: Owed) -> None:
+        """Create or replace the job's entry, durably (temporary file, fsync, rename, folder fsync)."""
+        with self._locked(entry.job_id):
+            self._write_entry(entry)
+
+    def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
+        """Every entry in ascending ``job_id`` order (names sorted in memory, entries read one at a time)."""
+        try:
+            with os.scandir(self.outbox_dir) as entries:
+                names = [entry.name for entry in entries
+                         if not entry.name.startswith(".") and (after is None or entry.name > after)]
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"file store {self.root}: cannot list the outbox: {exc.strerror}") from None
+        names.sort()
+        for job_id in names:
+            entry = self._read_entry(job_id)
+            if entry is not None:
+                yield entry
+
+    def settle(self, job_id: str, event_id: str) -> bool:
+        with self._locked(job_id):
+            entry = self._read_entry(job_id)
+            if entry is None or entry.event_id != event_id:
+                return False
+            try:
+                os.unlink(self._entry_path(job_id))
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise StoreError(f"file store {self.root}: cannot settle the outbox entry of job {job_id}: "
+                                 f"{exc.strerror}") from None
+            self._sync_folder(self.outbox_dir)
+            return True
+
+    def reschedule(self, entry: Owed) -> bool:
+        with self._locked(entry.job_id):
+            current = self._read_entry(entry.job_id)
+            if current is None or current.event_id != entry.event_id:
+                return False
+            self._write_entry(entry)
+            return True

@@ -14,6 +14,11 @@ take it. A lock older than ``lock_ttl_s`` is stale (its holder died) and is take
 Taking over is the one remaining race (two writers may both take the same stale lock);
 ``save`` then still leaves every non-final record with its marker, so the sweep heals
 whatever the race got wrong (see docs/oss.md).
+
+With ``notify_states`` set, a write that takes a record into one of those states first puts
+the job's outbox entry ``<prefix>/outbox/<job_id>`` (``notify.Owed``), under the job's lock
+and before the record (and its marker), so a crash never leaves a record that owes nothing.
+``settle`` and ``reschedule`` compare the entry's event under the same lock.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import random
 import re
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit
@@ -34,6 +40,7 @@ from oss2.exceptions import OssError, RequestError
 
 from ..config import Settings
 from ..errors import ConfigError, StoreError
+from ..notify import BadOutboxEntry, Owed, owes_notification
 from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json
 from .base import ClientCache, Tracking, endpoint_override, in_fc_region
 
@@ -98,6 +105,8 @@ def endpoint_region(endpoint: str, default: str) -> str:
 
 
 class OssStore:
+    notify_states: Tuple[str, ...] = ()  # set by open_store: the states announced (empty: none)
+
     def __init__(self, bucket: str, prefix: str, endpoint: str, region: str, credentials: Any = None, *,
                  page_size: int = PAGE_SIZE, lock_ttl_s: float = LOCK_TTL_S, lock_wait_s: float = LOCK_WAIT_S,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S) -> None:
@@ -151,6 +160,9 @@ class OssStore:
     def _lock_key(self, job_id: str) -> str:
         return f"{self._base}locks/{job_id}"
 
+    def _entry_key(self, job_id: str) -> str:
+        return f"{self._base}outbox/{job_id}"
+
     # -- the interface ------------------------------------------------------------
 
     def load(self, job_id: str) -> Optional[JobRecord]:
@@ -194,13 +206,19 @@ class OssStore:
             self._settle_marker(result.record, self.tracking(job_id) is not None, fresh.source)
             return result
         with self._job_lock(job_id) as lease:
-            result = merge(self.load(job_id), fresh, tracked_since=tracked_since)  # again, under the lock
+            stored = self.load(job_id)
+            result = merge(stored, fresh, tracked_since=tracked_since)  # again, under the lock
             if not result.changed:
                 marker_exists = marker is not None if stored is None else self.tracking(job_id) is not None
                 self._settle_marker(result.record, marker_exists, fresh.source)
                 return result
             record = result.record
             data = self._encode(record)  # before any write: a record that cannot be leaves no marker
+            if self.notify_states and owes_notification(stored, record, self.notify_states):
+                # the entry first, like the marker: a record that owes an event never exists without it
+                lease.check()
+                self._put_entry(Owed.for_record(record, record.updated_at))
+                result = replace(result, owed=True)
             if not record.final:  # marker first: a non-final record never exists without it
                 self._ensure_marker(record, fresh.source)
             lease.check()
@@ -266,6 +284,70 @@ class OssStore:
             return
         self._call(f"save the sweep cursor {name}",
                    lambda bucket: bucket.put_object(key, value.encode("utf-8"), headers={"Content-Type": "text/plain"}))
+
+    # -- the outbox of completion events ----------------------------------------------
+
+    def owe(self, entry: Owed) -> None:
+        """Create or replace the job's entry (one PutObject; OSS writes it whole or not at all)."""
+        with self._job_lock(entry.job_id) as lease:
+            lease.check()
+            self._put_entry(entry)
+
+    def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
+        """Every entry in ascending ``job_id`` order: a listing page at a time, one GET an entry."""
+        prefix = self._entry_key("")
+        start_after = self._entry_key(after) if after else ""
+        bucket = self._current_bucket()
+        try:
+            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, start_after=start_after,
+                                              max_keys=self.page_size):
+                job_id = info.key[len(prefix):]
+                if job_id and "/" not in job_id:
+                    entry = self._read_entry(job_id)
+                    if entry is not None:
+                        yield entry
+        except (OssError, requests.RequestException) as exc:
+            raise self._error(exc, "list the outbox") from None
+
+    def settle(self, job_id: str, event_id: str) -> bool:
+        with self._job_lock(job_id) as lease:
+            current = self._read_entry(job_id)
+            if current is None or current.event_id != event_id:
+                return False
+            lease.check()
+            self._delete(self._entry_key(job_id), f"settle the outbox entry of job {job_id}")
+            return True
+
+    def reschedule(self, entry: Owed) -> bool:
+        with self._job_lock(entry.job_id) as lease:
+            current = self._read_entry(entry.job_id)
+            if current is None or current.event_id != entry.event_id:
+                return False
+            lease.check()
+            self._put_entry(entry)
+            return True
+
+    def _put_entry(self, entry: Owed) -> None:
+        data = entry.to_json()
+        self._call(f"write the outbox entry of job {entry.job_id}",
+                   lambda bucket: bucket.put_object(self._entry_key(entry.job_id), data,
+                                                    headers={"Content-Type": "application/json"}))
+
+    def _read_entry(self, job_id: str) -> Optional[Owed]:
+        """The job's entry; None when there is none, or it does not parse (logged)."""
+        found = self._get(self._entry_key(job_id), f"read the outbox entry of job {job_id}")
+        if found is None:
+            return None
+        try:
+            entry = Owed.from_json(found[0])
+        except BadOutboxEntry as exc:
+            logger.warning("OSS store %s: skipping the outbox entry of job %s: %s", self.describe(), job_id, exc)
+            return None
+        if entry.job_id != job_id:
+            logger.warning("OSS store %s: skipping the outbox entry of job %s: it names job %s", self.describe(),
+                           job_id, entry.job_id)
+            return None
+        return entry
 
     # -- markers and records ------------------------------------------------------
 

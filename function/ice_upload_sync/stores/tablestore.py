@@ -11,7 +11,10 @@ the same API), imported only when this store is chosen.
 - ``<table>_pending``: primary key ``job_id``, columns ``first_seen_at`` and ``source``; a
   row exists exactly while the job is tracked and not final, so a sweep reads only open
   jobs with GetRange, page by page, never scanning the records. Sweep cursors live in the
-  same table under ``~cursor~<name>``, after every job ID (``~`` is not allowed in one).
+  same table under ``~cursor~<name>``, after every job ID (``~`` is not allowed in one), and so
+  do outbox entries (``notify.Owed``, with ``notify_states`` set) under ``~outbox~<job_id>``,
+  columns ``entry`` (its JSON) and ``event_id``; both sort after ``~cursor~``, where the
+  pending listing stops, so neither is ever taken for an open job.
 
 The merge rule is atomic through a compare-and-set: a record is written only if the row
 is still at the ``revision`` that was read (``EXPECT_NOT_EXIST`` for a new row). When
@@ -19,7 +22,8 @@ another writer got there first the condition fails (``OTSConditionCheckFail``, t
 expected outcome of a race, not an error) and the job is read and merged again, so a final
 record is never replaced by a stale non-final one. Writes are batched with BatchWriteRow
 (200 rows at most), in the order the other stores follow: markers of open jobs first,
-then the records, then the markers of jobs that became final. Rows that fail on their own
+then the records, then the markers of jobs that became final. An outbox entry a record owes
+is written with the markers, before the record. Rows that fail on their own
 are retried in the next round; the ones still failing are reported per job. One job never
 fails its batch-mates: a record that is not strict JSON in UTF-8 fails before any request
 (no marker is left for it), a corrupt stored row fails only its own job, and a request
@@ -42,6 +46,7 @@ from tablestore.retry import DefaultRetryPolicy
 
 from ..config import Settings
 from ..errors import ConfigError, StoreError
+from ..notify import BadOutboxEntry, Owed, owes_notification
 from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, information_fingerprint, merge
 from .base import ClientCache, Tracking, endpoint_override, in_fc_region
 
@@ -59,6 +64,8 @@ warnings.filterwarnings("ignore", message="The 'strict' parameter", category=Fut
 
 PENDING_SUFFIX = "_pending"
 CURSOR_PREFIX = "~cursor~"  # sorts after every job ID ([A-Za-z0-9_-]); listings stop before it
+OUTBOX_PREFIX = "~outbox~"  # after CURSOR_PREFIX: the pending listing never reaches these rows either
+OUTBOX_END = "~outbox\x7f"  # the first key after every "~outbox~..." (0x7f follows "~")
 MAX_BATCH_WRITE = 200  # the service's limit per BatchWriteRow
 MAX_BATCH_GET = 100  # per BatchGetRow; each job reads two rows (record and marker)
 PAGE_SIZE = 1000
@@ -188,9 +195,11 @@ class _Plan:
     result: MergeResult
     columns: Optional[List[Tuple[str, Any]]] = None  # the row to write, when the result changed (or rebind)
     rebind: bool = False  # unchanged, but the stored row lacks fresh's answer digest: written again with it
+    owe: Optional[Owed] = None  # the outbox entry to write before the record (notify_states)
 
 
-# (table, "put" | "delete", job_id, columns, expected revision): one row of a BatchWriteRow
+# (table, "put" | "delete" | "owe", job_id, columns, expected revision): one row of a BatchWriteRow;
+# "owe" puts the job's outbox entry (key OUTBOX_PREFIX + job_id in the pending table)
 _RowWrite = Tuple[str, str, str, Optional[List[Tuple[str, Any]]], Optional[int]]
 
 
@@ -205,6 +214,8 @@ class _RowFailure(Exception):
 
 
 class TablestoreStore:
+    notify_states: Tuple[str, ...] = ()  # set by open_store: the states announced (empty: none)
+
     def __init__(self, instance: str, table: str, endpoint: str, credentials: Any = None, *,
                  page_size: int = PAGE_SIZE, socket_timeout_s: float = SOCKET_TIMEOUT_S,
                  max_connection: int = 16) -> None:
@@ -375,11 +386,18 @@ class TablestoreStore:
             except Exception as error:  # noqa: BLE001 - unencodable (or a bug): this job fails, before any write
                 results[index] = self._unwritable(fresh, error)
 
-        # 1. markers first: a non-final record must never exist without one
+        # 1. markers and outbox entries first: a non-final record must never exist without its marker,
+        # nor a record that owes an event without its entry
         opening = [p for p in plans if not p.result.record.final and p.stored.marker is None]
-        failures = self._write_rows([(self.pending_table, "put", p.fresh.job_id, self._marker_columns(p), None)
-                                     for p in opening], f"track {len(opening)} job(s)")
-        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in opening}, results, retry, last)
+        owing = [p for p in plans if p.owe is not None]
+        rows: List[_RowWrite] = [(self.pending_table, "put", p.fresh.job_id, self._marker_columns(p), None)
+                                 for p in opening]
+        rows += [(self.pending_table, "owe", p.fresh.job_id, _entry_columns(p.owe), None)
+                 for p in owing if p.owe is not None]
+        failures = self._write_rows(rows, f"track {len(opening)} job(s)" if not owing else
+                                    f"track {len(opening)} and owe events of {len(owing)} job(s)")
+        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in opening + owing}, results,
+                             retry, last)
 
         # 2. the records, each on the condition that nobody wrote it since we read it (a rebinding
         # that loses that race, or fails, is only a binding not made: the record stands as it is)
@@ -401,8 +419,7 @@ class TablestoreStore:
             results[plan.index] = plan.result
         return retry
 
-    @staticmethod
-    def _plan(index: int, fresh: JobRecord, state: _Stored) -> _Plan:
+    def _plan(self, index: int, fresh: JobRecord, state: _Stored) -> _Plan:
         """Merge against what is stored; the row is built here, before anything is written."""
         rebind = False
         if state.same:  # merge() would answer "unchanged": the same information is stored
@@ -412,7 +429,12 @@ class TablestoreStore:
         else:
             result = merge(state.record, fresh, tracked_since=state.marker.first_seen_at if state.marker else None)
         columns = record_columns(result.record, (state.revision or 0) + 1) if result.changed or rebind else None
-        return _Plan(index, fresh, state, result, columns, rebind)
+        owe = None
+        if result.changed and self.notify_states and \
+                owes_notification(state.record, result.record, self.notify_states):
+            owe = Owed.for_record(result.record, result.record.updated_at)
+            result = replace(result, owed=True)
+        return _Plan(index, fresh, state, result, columns, rebind, owe)
 
     def _unwritable(self, fresh: JobRecord, error: Exception) -> StoreError:
         if isinstance(error, StoreError):
@@ -529,7 +551,11 @@ class TablestoreStore:
         try:
             for table, kind, job_id, columns, revision in chunk:
                 primary_key = [("job_id", job_id)]
-                if kind == "delete":
+                if kind == "owe":  # created or replaced, whatever is there
+                    item = ots.PutRowItem(ots.Row([("job_id", OUTBOX_PREFIX + job_id)], columns),
+                                          ots.Condition(ots.RowExistenceExpectation.IGNORE))
+                    tolerate = False
+                elif kind == "delete":
                     item = ots.DeleteRowItem(ots.Row(primary_key), ots.Condition(ots.RowExistenceExpectation.IGNORE))
                     tolerate = False
                 elif table == self.table:
@@ -585,6 +611,69 @@ class TablestoreStore:
                         if column[0] == "answer" and isinstance(column[1], str):
                             vouched[job_id] = column[1]
         return vouched
+
+    # -- the outbox of completion events ----------------------------------------------
+
+    def owe(self, entry: Owed) -> None:
+        """Create or replace the job's entry: one PutRow."""
+        self._call(f"write the outbox entry of job {entry.job_id}", "put_row", self.pending_table,
+                   ots.Row([("job_id", OUTBOX_PREFIX + entry.job_id)], _entry_columns(entry)),
+                   ots.Condition(ots.RowExistenceExpectation.IGNORE))
+
+    def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
+        """Every entry in ascending ``job_id`` order, one GetRange page at a time."""
+        start = OUTBOX_PREFIX + (after + "\x00" if after is not None else "")
+        while start is not None:
+            _consumed, next_start, rows, _token = self._call(
+                "list the outbox", "get_range", self.pending_table, "FORWARD", [("job_id", start)],
+                [("job_id", OUTBOX_END)], ["entry"], self.page_size, max_version=1)
+            for row in rows:
+                entry = self._parse_entry(row.primary_key[0][1][len(OUTBOX_PREFIX):], row.attribute_columns)
+                if entry is not None:
+                    yield entry
+            start = next_start[0][1] if next_start else None
+
+    def settle(self, job_id: str, event_id: str) -> bool:
+        """DeleteRow on the condition that the entry still holds ``event_id``."""
+        return self._if_event(f"settle the outbox entry of job {job_id}", "delete_row",
+                              ots.Row([("job_id", OUTBOX_PREFIX + job_id)]), event_id)
+
+    def reschedule(self, entry: Owed) -> bool:
+        """PutRow on the condition that the entry exists and still holds ``entry.event_id``."""
+        return self._if_event(f"reschedule the outbox entry of job {entry.job_id}", "put_row",
+                              ots.Row([("job_id", OUTBOX_PREFIX + entry.job_id)], _entry_columns(entry)),
+                              entry.event_id)
+
+    def _if_event(self, action: str, method: str, row: Any, event_id: str) -> bool:
+        condition = ots.Condition(ots.RowExistenceExpectation.EXPECT_EXIST,
+                                  ots.SingleColumnCondition("event_id", event_id, ots.ComparatorType.EQUAL,
+                                                            pass_if_missing=False))
+        try:
+            getattr(self.client, method)(self.pending_table, row, condition)
+        except StoreError:
+            raise
+        except Exception as error:  # the SDK's errors and urllib3's
+            if self._condition_failed(error):
+                return False  # gone, or a newer state's entry: left as it is
+            raise self._fail(action, error) from None
+        return True
+
+    def _parse_entry(self, job_id: str, columns: Any) -> Optional[Owed]:
+        """An outbox row's entry; None (logged) when it does not parse or names another job."""
+        text = next((column[1] for column in columns or () if column[0] == "entry"), None)
+        try:
+            if not isinstance(text, str):
+                raise BadOutboxEntry("outbox row has no entry column")
+            entry = Owed.from_json(text.encode("utf-8", "surrogatepass"))
+        except BadOutboxEntry as exc:
+            logger.warning("Tablestore store %s: skipping the outbox entry of job %s: %s", self.describe(), job_id,
+                           exc)
+            return None
+        if entry.job_id != job_id:
+            logger.warning("Tablestore store %s: skipping the outbox entry of job %s: it names job %s",
+                           self.describe(), job_id, entry.job_id)
+            return None
+        return entry
 
     # -- the sweep's listing and cursors -------------------------------------------
 
@@ -653,6 +742,10 @@ def _one_row_may_be_to_blame(error: BaseException) -> bool:
     if isinstance(error, ots.OTSServiceError):
         return error.get_error_code() == "OTSParameterInvalid" or error.get_http_status() == 413
     return not isinstance(error, (OSError, urllib3.exceptions.HTTPError, StoreError))
+
+
+def _entry_columns(entry: Owed) -> List[Tuple[str, Any]]:
+    return [("entry", entry.to_json().decode("ascii")), ("event_id", entry.event_id)]
 
 
 def _revision_condition(revision: Optional[int]) -> Any:
