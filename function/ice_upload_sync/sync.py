@@ -27,6 +27,7 @@ from .errors import StoreError
 from .events import RefusedMessage, Shard, SyncRequest, is_valid_job_id
 from .ice import BATCH_SIZE, BatchOutcome
 from .logs import ContextThreadPool
+from .outbox import Outbox
 from .records import (
     JobRecord,
     MergeResult,
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 LIST_CAP = 100  # job IDs listed per kind in the answer; the *_count fields give the totals
 SWEEP_CURSOR = "sweep"
+OWED_NOW_CAP = 1000  # events a non-sweep invocation tries at once; the rest wait for the sweep
 SAVE_MANY_ANSWERS = 5  # answers (of up to 10 jobs) per save_many call: Tablestore reads 50 jobs per BatchGetRow
 
 
@@ -86,6 +88,16 @@ class Summary:
     refused_count: int = 0
     # every failed key, not only the listed hundred: the run's end asks which are still tracked
     failed_ids: List[str] = field(default_factory=list, repr=False)
+    # completion events (CONTRACT 9): endpoints that answered 2xx, and those not delivered to this time
+    notified: int = 0
+    notify_failed: int = 0
+    # records this invocation took into an announced state (the store owes their events), to try at
+    # once; a sweep delivers from the outbox instead, so this holds at most OWED_NOW_CAP of them
+    owed_now: List[JobRecord] = field(default_factory=list, repr=False)
+
+    def add_owed(self, record: JobRecord) -> None:
+        if len(self.owed_now) < OWED_NOW_CAP:
+            self.owed_now.append(record)
 
     def add_failed(self, job_id: str) -> None:
         job_id = redact_urls(job_id)
@@ -122,6 +134,7 @@ class Summary:
             "not_found_count": self.not_found_count, "failed_count": self.failed_count,
             "deferred_count": self.deferred_count, "cursor": self.cursor, "shard": self.shard,
             "refused": [message.to_dict() for message in self.refused], "refused_count": self.refused_count,
+            "notified": self.notified, "notify_failed": self.notify_failed,
         }
 
 
@@ -134,6 +147,7 @@ class _Report:
     expired: int = 0
     failed: List[str] = field(default_factory=list)
     not_found: List[str] = field(default_factory=list)
+    owed: List[JobRecord] = field(default_factory=list)  # written into an announced state
 
 
 class SyncService:
@@ -146,6 +160,7 @@ class SyncService:
         self.max_age = timedelta(hours=settings.max_track_age_hours)
         self.unknown_grace = min(self.max_age, timedelta(minutes=settings.unknown_job_grace_minutes))
         self.concurrency = max(1, settings.ice_concurrency)
+        self.outbox = Outbox(store, settings, clock)
 
     def run(self, request: SyncRequest, *, deadline: float, defer_lookups: bool = False) -> Summary:
         """Check every job the request names (or every pending job for a sweep).
@@ -178,6 +193,11 @@ class SyncService:
                 job_ids = [j for j in request.job_ids if j not in untracked]
                 self._check(job_ids, request.upload_urls, request, now, summary, deadline, tracked_ids, writer)
         self._defer_still_tracked(summary, deadline)
+        # completion events: what this invocation's writes owe, at once; a sweep, all that is due
+        if request.sweep:
+            self.outbox.deliver_due(deadline=deadline, counts=summary, shard=request.shard)
+        else:
+            self.outbox.deliver_now(summary.owed_now, deadline=deadline, counts=summary)
         return summary
 
     def _write_concurrency(self) -> int:
@@ -457,6 +477,8 @@ class SyncService:
                 report.failed.append(record.job_id)
             elif result.changed:
                 report.written += 1
+                if result.owed:
+                    report.owed.append(result.record)
             else:
                 report.unchanged += 1
 
@@ -602,6 +624,8 @@ class _Writer:
             summary.add_failed(job_id)
         for job_id in report.not_found:
             summary.add_not_found(job_id)
+        for record in report.owed:
+            summary.add_owed(record)
 
 
 class _Listing:
