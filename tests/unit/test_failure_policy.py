@@ -8,9 +8,8 @@ when it is not tracked, or when the store cannot tell.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Set
+from typing import Iterator, List, Optional, Sequence, Set
 
 import index
 import pytest
@@ -18,9 +17,11 @@ from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import StoreError, SyncIncomplete, UpstreamError
 from ice_upload_sync.events import SyncRequest
 from ice_upload_sync.ice import BatchOutcome, IceAnswer
-from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo, merge
+from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo
 from ice_upload_sync.stores import Tracking
 from ice_upload_sync.sync import LIST_CAP, Summary, SyncService
+
+from tests.unit.memory_store import MemoryStore
 
 CREATED = "2026-11-25T02:00:00Z"
 SWEEP = SyncRequest(source="timer", sweep=True)
@@ -52,51 +53,33 @@ class Ice:
                     yield BatchOutcome(kind, batch, IceAnswer("req", (), batch), None, 1)
 
 
-class Store:
-    """Records and markers in dicts; ``unwritable`` jobs fail to save, ``unreadable`` markers fail to read."""
+class Store(MemoryStore):
+    """Records and markers in dicts; ``unwritable`` jobs fail to save, ``unreadable`` markers fail to read.
+
+    No cursors; a job whose record is not final is left pending by its save.
+    """
+
+    load_cursor = None  # type: ignore[assignment]
+    save_cursor = None  # type: ignore[assignment]
 
     def __init__(self, pending: Sequence[str] = ()) -> None:
-        self.records: Dict[str, JobRecord] = {}
-        self.markers: Dict[str, Tracking] = {j: Tracking(j, CREATED, "direct") for j in pending}
-        self.unwritable: Set[str] = set()
+        super().__init__(pending)
         self.untrackable: Set[str] = set()
         self.unreadable: Set[str] = set()
-        self._lock = threading.Lock()
-
-    def describe(self) -> str:
-        return "memory"
-
-    def bind(self, credentials) -> None:
-        pass
-
-    def load(self, job_id: str) -> Optional[JobRecord]:
-        return self.records.get(job_id)
 
     def tracking(self, job_id: str) -> Optional[Tracking]:
         if job_id in self.unreadable:
             raise StoreError(f"memory store: cannot read the marker of {job_id}")
-        return self.markers.get(job_id)
+        return super().tracking(job_id)
 
     def track(self, tracking: Tracking) -> bool:
         if tracking.job_id in self.untrackable:
             raise StoreError(f"memory store: cannot track {tracking.job_id}")
-        with self._lock:
-            created = tracking.job_id not in self.markers
-            self.markers.setdefault(tracking.job_id, tracking)
-            return created
+        return super().track(tracking)
 
-    def save(self, fresh: JobRecord) -> MergeResult:
-        if fresh.job_id in self.unwritable:
-            raise StoreError(f"memory store: cannot write {fresh.job_id}")
-        with self._lock:
-            result = merge(self.records.get(fresh.job_id), fresh)
-            self.records[fresh.job_id] = result.record
-            if not result.record.final:
-                self.markers.setdefault(fresh.job_id, Tracking(fresh.job_id, CREATED, fresh.source))
-            return result
-
-    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
-        return iter(sorted(j for j in list(self.markers) if after is None or j > after))
+    def _saved(self, fresh: JobRecord, result: MergeResult) -> None:
+        if not result.record.final:
+            self.markers.setdefault(fresh.job_id, Tracking(fresh.job_id, CREATED, fresh.source))
 
 
 def handle(store: Store, ice: Ice, request: SyncRequest) -> dict:

@@ -33,6 +33,7 @@ from ice_upload_sync.stores import Tracking
 from ice_upload_sync.sync import SyncService
 
 from tests.hostile_values import ANY_TEXT, ODD_TEXT
+from tests.unit.memory_store import MemoryStore
 
 SURROGATES = st.sampled_from(["\ud83d", "\ude00", "\udc00", "\ud800"])
 HOSTILE_TEXT = st.text(st.one_of(st.characters(), SURROGATES, st.sampled_from(list('{}[]":,\\NaInfy1e9+-.'))),
@@ -237,45 +238,37 @@ class Ice:
         yield BatchOutcome("JobIds", tuple(job_ids), IceAnswer("req", infos, ()), None, 1)
 
 
-class DigestStore:
-    """Records, markers and bindings in dicts: a store that vouches for what it saved last."""
+class DigestStore(MemoryStore):
+    """Records, markers and bindings in dicts: a store that vouches for what it saved last.
+
+    No cursors and no tracking of its own; a record is merged with the time its job was tracked since.
+    """
+
+    load_cursor = None  # type: ignore[assignment]
+    save_cursor = None  # type: ignore[assignment]
 
     def __init__(self, pending: List[str]) -> None:
-        self.records: Dict[str, JobRecord] = {}
-        self.markers = {j: Tracking(j, CREATED, "direct") for j in pending}
+        super().__init__(pending)
         self.bound: Dict[str, str] = {}
         self.saved: List[str] = []
         self.digest_failure: Optional[Exception] = None
 
-    def describe(self) -> str:
-        return "memory"
-
-    def bind(self, credentials) -> None:
-        pass
-
-    def load(self, job_id: str) -> Optional[JobRecord]:
-        return self.records.get(job_id)
-
-    def tracking(self, job_id: str) -> Optional[Tracking]:
-        return self.markers.get(job_id)
-
     def track(self, tracking: Tracking) -> bool:
         return False
 
-    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
-        return iter(sorted(j for j in self.markers if after is None or j > after))
-
     def save(self, fresh: JobRecord) -> MergeResult:
         self.saved.append(fresh.job_id)
+        return super().save(fresh)
+
+    def _merge(self, fresh: JobRecord) -> MergeResult:
         marker = self.markers.get(fresh.job_id)
-        result = merge(self.records.get(fresh.job_id), fresh, tracked_since=marker.first_seen_at if marker else None)
-        self.records[fresh.job_id] = result.record
+        return merge(self.records.get(fresh.job_id), fresh, tracked_since=marker.first_seen_at if marker else None)
+
+    def _saved(self, fresh: JobRecord, result: MergeResult) -> None:
         self.bound.pop(fresh.job_id, None)
-        if result.record.final:
-            self.markers.pop(fresh.job_id, None)
-        elif fresh.answer_digest is not None:
+        super()._saved(fresh, result)
+        if not result.record.final and fresh.answer_digest is not None:
             self.bound[fresh.job_id] = fresh.answer_digest
-        return result
 
     def answer_digests(self, job_ids):
         if self.digest_failure is not None:

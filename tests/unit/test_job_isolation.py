@@ -6,7 +6,7 @@ promise (a bug, an SDK error nobody translated): each such failure costs exactly
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Union
+from typing import Iterator, List, Optional, Sequence, Set, Union
 
 import pytest
 from ice_upload_sync import sync as sync_module
@@ -14,9 +14,11 @@ from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import StoreError
 from ice_upload_sync.events import SyncRequest
 from ice_upload_sync.ice import BatchOutcome, IceAnswer
-from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo, merge
+from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo
 from ice_upload_sync.stores import Tracking
 from ice_upload_sync.sync import SyncService
+
+from tests.unit import memory_store
 
 NOW = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
 JOBS = tuple(f"job{n:05d}" for n in range(25))
@@ -33,26 +35,16 @@ class Gateway:
             yield BatchOutcome("JobIds", batch, IceAnswer(f"req-{start}", infos, ()), None, 1)
 
 
-class MemoryStore:
+class MemoryStore(memory_store.MemoryStore):
     """Records in a dict, every job pending; ``broken`` jobs make the named method raise ``error``."""
 
     def __init__(self, broken: Set[str] = frozenset(), method: str = "save", error: Exception = RuntimeError("bug")):
+        super().__init__(JOBS)
         self.broken, self.method, self.error = broken, method, error
-        self.records: Dict[str, JobRecord] = {}
-        self.cursors: Dict[str, Optional[str]] = {}
 
     def _check(self, method: str, job_id: str) -> None:
         if method == self.method and job_id in self.broken:
             raise self.error
-
-    def describe(self) -> str:
-        return "memory"
-
-    def bind(self, credentials) -> None:
-        pass
-
-    def load(self, job_id: str) -> Optional[JobRecord]:
-        return self.records.get(job_id)
 
     def tracking(self, job_id: str) -> Optional[Tracking]:
         self._check("tracking", job_id)
@@ -63,18 +55,10 @@ class MemoryStore:
 
     def save(self, fresh: JobRecord) -> MergeResult:
         self._check("save", fresh.job_id)
-        result = merge(self.records.get(fresh.job_id), fresh)
-        self.records[fresh.job_id] = result.record
-        return result
+        return super().save(fresh)
 
-    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
-        return iter([j for j in JOBS if after is None or j > after])
-
-    def load_cursor(self, name: str) -> Optional[str]:
-        return self.cursors.get(name)
-
-    def save_cursor(self, name: str, value: Optional[str]) -> None:
-        self.cursors[name] = value
+    def _saved(self, fresh: JobRecord, result: MergeResult) -> None:
+        pass  # every job stays pending
 
 
 class BatchingStore(MemoryStore):

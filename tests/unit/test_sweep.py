@@ -6,7 +6,7 @@ import threading
 import time
 import zlib
 from datetime import datetime, timezone
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Sequence
 
 import pytest
 from hypothesis import given
@@ -15,10 +15,11 @@ from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import BadRequest, StoreError, SyncIncomplete, UpstreamError
 from ice_upload_sync.events import Shard, SyncRequest, parse_event, parse_shard, shard_of
 from ice_upload_sync.ice import BatchOutcome, IceAnswer
-from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo, merge
-from ice_upload_sync.stores import Tracking
+from ice_upload_sync.records import UploadInfo
 from ice_upload_sync.stores.base import RecordStore
 from ice_upload_sync.sync import LIST_CAP, SyncService, _capability
+
+from tests.unit.memory_store import MemoryStore
 
 NOW = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
 CREATED = "2026-11-25T02:00:00Z"
@@ -57,59 +58,6 @@ class Ice:
     @property
     def checked(self) -> List[str]:
         return [j for batch in self.batches for j in batch]
-
-
-class MemoryStore:
-    """Records, markers and cursors in dicts; lists pending jobs in ascending order like file and OSS."""
-
-    def __init__(self, pending: Sequence[str] = ()) -> None:
-        self.records: Dict[str, JobRecord] = {}
-        self.markers: Dict[str, Tracking] = {j: Tracking(j, CREATED, "direct") for j in pending}
-        self.cursors: Dict[str, str] = {}
-        self.saved_by: set = set()
-        self.unwritable: set = set()
-        self._lock = threading.Lock()
-
-    def describe(self) -> str:
-        return "memory"
-
-    def bind(self, credentials) -> None:
-        pass
-
-    def load(self, job_id: str) -> Optional[JobRecord]:
-        return self.records.get(job_id)
-
-    def tracking(self, job_id: str) -> Optional[Tracking]:
-        return self.markers.get(job_id)
-
-    def track(self, tracking: Tracking) -> bool:
-        with self._lock:
-            created = tracking.job_id not in self.markers
-            self.markers.setdefault(tracking.job_id, tracking)
-            return created
-
-    def save(self, fresh: JobRecord) -> MergeResult:
-        if fresh.job_id in self.unwritable:
-            raise StoreError(f"memory store: cannot write {fresh.job_id}")
-        with self._lock:
-            self.saved_by.add(threading.current_thread().name)
-            result = merge(self.records.get(fresh.job_id), fresh)
-            self.records[fresh.job_id] = result.record
-            if result.record.final:
-                self.markers.pop(fresh.job_id, None)
-            return result
-
-    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
-        return iter(sorted(j for j in list(self.markers) if after is None or j > after))
-
-    def load_cursor(self, name: str) -> Optional[str]:
-        return self.cursors.get(name)
-
-    def save_cursor(self, name: str, value: Optional[str]) -> None:
-        if value is None:
-            self.cursors.pop(name, None)
-        else:
-            self.cursors[name] = value
 
 
 class BatchingStore(MemoryStore):

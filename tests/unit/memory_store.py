@@ -1,0 +1,72 @@
+"""An in-memory record store for unit tests; the test modules subclass it for what they need to differ."""
+from __future__ import annotations
+
+import threading
+from typing import Dict, Iterator, Optional, Sequence, Set
+
+from ice_upload_sync.errors import StoreError
+from ice_upload_sync.records import JobRecord, MergeResult, merge
+from ice_upload_sync.stores import Tracking
+
+CREATED = "2026-11-25T02:00:00Z"
+
+
+class MemoryStore:
+    """Records, markers and cursors in dicts; lists pending jobs in ascending order like file and OSS."""
+
+    def __init__(self, pending: Sequence[str] = ()) -> None:
+        self.records: Dict[str, JobRecord] = {}
+        self.markers: Dict[str, Tracking] = {j: Tracking(j, CREATED, "direct") for j in pending}
+        self.cursors: Dict[str, str] = {}
+        self.saved_by: set = set()
+        self.unwritable: Set[str] = set()
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return "memory"
+
+    def bind(self, credentials) -> None:
+        pass
+
+    def load(self, job_id: str) -> Optional[JobRecord]:
+        return self.records.get(job_id)
+
+    def tracking(self, job_id: str) -> Optional[Tracking]:
+        return self.markers.get(job_id)
+
+    def track(self, tracking: Tracking) -> bool:
+        with self._lock:
+            created = tracking.job_id not in self.markers
+            self.markers.setdefault(tracking.job_id, tracking)
+            return created
+
+    def save(self, fresh: JobRecord) -> MergeResult:
+        if fresh.job_id in self.unwritable:
+            raise StoreError(f"memory store: cannot write {fresh.job_id}")
+        with self._lock:
+            self.saved_by.add(threading.current_thread().name)
+            result = self._merge(fresh)
+            self.records[fresh.job_id] = result.record
+            self._saved(fresh, result)
+            return result
+
+    def _merge(self, fresh: JobRecord) -> MergeResult:
+        """What ``save`` keeps for ``fresh`` (under the lock)."""
+        return merge(self.records.get(fresh.job_id), fresh)
+
+    def _saved(self, fresh: JobRecord, result: MergeResult) -> None:
+        """The markers after ``save`` (under the lock): a final record is no longer pending."""
+        if result.record.final:
+            self.markers.pop(fresh.job_id, None)
+
+    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
+        return iter(sorted(j for j in list(self.markers) if after is None or j > after))
+
+    def load_cursor(self, name: str) -> Optional[str]:
+        return self.cursors.get(name)
+
+    def save_cursor(self, name: str, value: Optional[str]) -> None:
+        if value is None:
+            self.cursors.pop(name, None)
+        else:
+            self.cursors[name] = value
