@@ -235,39 +235,35 @@ class OssStore:
                 self._ensure_marker(record, fresh.source)
             return result
 
-    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
-        """Ascending key order (OSS lists lexically); ``after`` becomes the listing's ``start-after``."""
-        prefix = self._marker_key("")
+    def _names(self, prefix: str, start_after: str, doing: str) -> Iterator[str]:
+        """The object names right under ``prefix`` (none in a deeper folder), in ascending order (OSS
+        lists lexically) after the key ``start_after``; one page (up to ``page_size`` keys) in memory
+        at a time. oss2 retries a failed page at once, without backoff."""
         bucket = self._current_bucket()
-        start_after = self._marker_key(after) if after else ""
         try:
-            # one page (up to page_size keys) in memory at a time; 5xx pages are retried by oss2
             for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, start_after=start_after,
                                               max_keys=self.page_size):
                 name = info.key[len(prefix):]
                 if name and "/" not in name:
                     yield name
         except (OssError, requests.RequestException) as exc:
-            raise self._error(exc, "list pending jobs") from None
+            raise self._error(exc, doing) from None
+
+    def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
+        """Ascending order; ``after`` becomes the listing's ``start-after``."""
+        yield from self._names(self._marker_key(""), self._marker_key(after) if after else "", "list pending jobs")
 
     def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order, a listing page (and one GET a record) at a time.
 
         For the operator's command line, not the function's path: nothing is loaded ahead.
         """
-        prefix = self._record_key("")[:-len(".json")]
-        start_after = self._record_key(after) if after else ""
-        bucket = self._current_bucket()
-        try:
-            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, start_after=start_after,
-                                              max_keys=self.page_size):
-                name = info.key[len(prefix):]
-                if name.endswith(".json") and "/" not in name:
-                    record = self.load(name[:-len(".json")])
-                    if record is not None:
-                        yield record
-        except (OssError, requests.RequestException) as exc:
-            raise self._error(exc, "list records") from None
+        folder = self._record_key("")[:-len(".json")]
+        for name in self._names(folder, self._record_key(after) if after else "", "list records"):
+            if name.endswith(".json"):
+                record = self.load(name[:-len(".json")])
+                if record is not None:
+                    yield record
 
     def load_cursor(self, name: str) -> Optional[str]:
         """Where the sweep ``name`` stopped: the object ``<prefix>/cursors/<name>``."""
@@ -295,19 +291,10 @@ class OssStore:
 
     def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
         """Every entry in ascending ``job_id`` order: a listing page at a time, one GET an entry."""
-        prefix = self._entry_key("")
-        start_after = self._entry_key(after) if after else ""
-        bucket = self._current_bucket()
-        try:
-            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, start_after=start_after,
-                                              max_keys=self.page_size):
-                job_id = info.key[len(prefix):]
-                if job_id and "/" not in job_id:
-                    entry = self._read_entry(job_id)
-                    if entry is not None:
-                        yield entry
-        except (OssError, requests.RequestException) as exc:
-            raise self._error(exc, "list the outbox") from None
+        for job_id in self._names(self._entry_key(""), self._entry_key(after) if after else "", "list the outbox"):
+            entry = self._read_entry(job_id)
+            if entry is not None:
+                yield entry
 
     def settle(self, job_id: str, event_id: str) -> bool:
         with self._job_lock(job_id) as lease:
