@@ -7,8 +7,6 @@ Importing it makes every log record of the process redact URL query strings (pre
 upload URLs carry credentials there: ``redact.py``) and carry the FC request ID of the
 invocation that logged it, from any thread (``logs.py``).
 """
-from .logs import install_request_ids
-from .redact import install_log_redaction
+from .logs import install_record_factory
 
-install_log_redaction()
-install_request_ids()
+install_record_factory()

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
-from .redact import redact_urls
+from .redact import redact_record, redact_urls
 
 REQUEST_ID: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("fc_request_id", default=None)
 
@@ -63,20 +63,26 @@ _install_lock = threading.Lock()
 _installed = False
 
 
-def install_request_ids() -> None:
-    """Give every log record created from now on the ``fc_request_id`` of its context (idempotent)."""
+def install_record_factory() -> None:
+    """Every log record created from now on is redacted (``redact.redact_record``) and carries the
+    ``fc_request_id`` of its context (idempotent).
+
+    A record factory, not a ``logging.Filter``: a logger's filters see only the records logged
+    to that very logger, and the handler is FC's, on the root logger.
+    """
     global _installed
     with _install_lock:
         if _installed:
             return
         previous = logging.getLogRecordFactory()
 
-        def with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        def ours(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
+            redact_record(record)
             record.fc_request_id = REQUEST_ID.get()
             return record
 
-        logging.setLogRecordFactory(with_request_id)
+        logging.setLogRecordFactory(ours)
         _installed = True
 
 

@@ -7,15 +7,14 @@ carry our request's query too (``... with url: /?UploadURLs=https%253A%252F...``
 redacted before they are passed on. Records keep ``upload_url`` as ICE returned it: a record
 is data, not a log.
 
-``install_log_redaction()`` (called when the package is imported) applies the rule to every
-log record of the process, ours and the SDKs', so no logger call can forget it.
+``logs.install_record_factory()`` (called when the package is imported) applies
+``redact_record`` to every log record of the process, ours and the SDKs', so no logger call
+can forget it.
 """
 from __future__ import annotations
 
 import logging
 import re
-import threading
-from typing import Any
 
 REDACTED = "<redacted>"
 
@@ -57,28 +56,3 @@ def redact_record(record: logging.LogRecord) -> None:
         record.exc_text = redact_urls(_formatter.formatException(record.exc_info))
     if record.stack_info:
         record.stack_info = redact_urls(record.stack_info)
-
-
-_install_lock = threading.Lock()
-_installed = False
-
-
-def install_log_redaction() -> None:
-    """Redact every log record this process creates from now on (idempotent).
-
-    A record factory, not a ``logging.Filter``: a logger's filters see only the records logged
-    to that very logger, and the handler is FC's, on the root logger.
-    """
-    global _installed
-    with _install_lock:
-        if _installed:
-            return
-        previous = logging.getLogRecordFactory()
-
-        def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            redact_record(record)
-            return record
-
-        logging.setLogRecordFactory(redacting_factory)
-        _installed = True
