@@ -245,6 +245,15 @@ def oss_server():
         yield server
 
 
+@pytest.fixture
+def bucket_name(oss_server):
+    """A fresh bucket on the session's OSS server; faults injected into it are cleared afterwards."""
+    name = f"st-{uuid.uuid4().hex[:24]}"
+    oss_server.create_bucket(name)
+    yield name
+    oss_server.clear_faults()
+
+
 TABLESTORE_INSTANCE = "test-instance"
 
 

@@ -10,7 +10,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from dataclasses import replace
 
 import oss2
@@ -24,14 +23,6 @@ from tests.store_records import LATER, NOW, final, race, record
 
 PLAIN = Credentials("LTAI-oss-test", "oss-secret-must-never-leak")
 STS = Credentials("STS.oss-test", "sts-oss-secret-must-never-leak", "sts-oss-token-must-never-leak")
-
-
-@pytest.fixture
-def bucket_name(oss_server):
-    name = f"st-{uuid.uuid4().hex[:24]}"
-    oss_server.create_bucket(name)
-    yield name
-    oss_server.clear_faults()
 
 
 @pytest.fixture

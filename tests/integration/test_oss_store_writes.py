@@ -1,7 +1,6 @@
 """What a change costs the OSS store in requests, and that the cheaper path keeps the write order."""
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 
 import oss2
@@ -13,14 +12,6 @@ from ice_upload_sync.stores.oss import OssStore
 from tests.store_records import LATER, final, record
 
 PREFIX = "ice/records"
-
-
-@pytest.fixture
-def bucket_name(oss_server):
-    name = f"sw-{uuid.uuid4().hex[:24]}"
-    oss_server.create_bucket(name)
-    yield name
-    oss_server.clear_faults()
 
 
 @pytest.fixture
