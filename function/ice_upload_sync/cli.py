@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import sys
@@ -30,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 from urllib.parse import urlsplit
 
+from . import callback_auth
 from .config import Settings
 from .errors import IceUploadSyncError, SyncIncomplete
 from .records import STATES, JobRecord
@@ -167,7 +167,7 @@ def signed_callback_event(url: str, key: str, body: str, timestamp: int) -> Dict
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"--url must be the CallbackURL configured in ICE (http(s)://host/path), got {url!r}")
     stamp = str(timestamp)
-    signature = hashlib.md5(f"{url}|{stamp}|{key}".encode()).hexdigest()
+    signature = callback_auth.sign(url, stamp, key)
     path = parts.path or "/"
     return {
         "version": "v1", "rawPath": path, "body": body, "isBase64Encoded": False, "queryParameters": {},
