@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Union
@@ -17,6 +18,7 @@ from ice_upload_sync.config import Settings
 from ice_upload_sync.ice import Credentials
 from ice_upload_sync.stores import RecordStore, open_store
 
+from tests.emulators.eventbridge import EventBridgeEmulator
 from tests.emulators.ice import IceEmulator
 from tests.emulators.oss_moto import OssMotoServer
 from tests.emulators.tablestore import TablestoreServer
@@ -36,6 +38,19 @@ def ice(request):
     emulator.add_access_key(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
     emulator.add_access_key(STS_KEY_ID, STS_SECRET, security_token=STS_TOKEN)
     with emulator:
+        yield emulator
+
+
+EVENTBRIDGE_BUS = "media-events"
+
+
+@pytest.fixture
+def eventbridge():
+    """The EventBridge emulator with the test keys and one bus, ``EVENTBRIDGE_BUS``."""
+    with EventBridgeEmulator() as emulator:
+        emulator.add_access_key(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
+        emulator.add_access_key(STS_KEY_ID, STS_SECRET, security_token=STS_TOKEN)
+        emulator.create_bus(EVENTBRIDGE_BUS)
         yield emulator
 
 
@@ -215,6 +230,15 @@ class Fc:
     def pending(self) -> set:
         return set(self.store.pending_job_ids())
 
+    def owed(self) -> dict:
+        """The outbox: job ID -> ``notify.Owed``, every event still owed."""
+        return {entry.job_id: entry for entry in self.store.owed()}
+
+    def make_due(self) -> None:
+        """Time passes: every owed event's next attempt is now (the backoff is minutes long)."""
+        for entry in self.store.owed():
+            assert self.store.reschedule(replace(entry, next_attempt_at="2000-01-01T00:00:00Z"))
+
     # store-agnostic stand-ins for editing the store by hand
 
     def marker(self, job_id: str) -> Optional[dict]:
@@ -272,7 +296,8 @@ def fc(request, ice, tmp_path, monkeypatch):
     """The handler against the ICE emulator, recording in the file store, OSS (moto) or Tablestore."""
     for name in ("ALIBABA_CLOUD_SECURITY_TOKEN", "CALLBACK_AUTH_KEY", "CALLBACK_URL", "HTTP_PROXY",
                  "HTTPS_PROXY", "http_proxy", "https_proxy", "OSS_ENDPOINT", "TABLESTORE_ENDPOINT",
-                 "FC_FUNCTION_NAME", "FC_REGION"):
+                 "FC_FUNCTION_NAME", "FC_REGION", "NOTIFY_URL", "NOTIFY_SECRET", "NOTIFY_STATES",
+                 "NOTIFY_EVENTBRIDGE", "EVENTBRIDGE_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ICE_ENDPOINT", ice.endpoint)
     monkeypatch.setenv("ICE_REGION", "cn-shanghai")

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import Any, Dict
 
 import pytest
 
-import tests.emulators.ice as ice_emulator
 from tests.scenario import load_event
 
 CUT_EMOJI = "clip \ud83d"  # a Python string holding half of a UTF-16 pair
@@ -51,13 +49,11 @@ PLAIN = [f"plain-{i:02d}" for i in range(14)]
 
 
 @pytest.fixture
-def escaping_ice(ice, monkeypatch):
+def escaping_ice(ice):
     """ICE answering with every non-ASCII character escaped (``\\ud83d`` for half a pair), as a
-    Java or JavaScript service may; the emulator's own encoder cannot send a lone surrogate."""
-    def dumps(value: Any, **options: Any) -> str:
-        return json.dumps(value, **{**options, "ensure_ascii": True})
-
-    monkeypatch.setattr(ice_emulator, "json", SimpleNamespace(dumps=dumps, loads=json.loads, load=json.load))
+    Java or JavaScript service may: the emulators encode every answer that way
+    (``tests/emulators/openapi.py``, ``json.dumps`` with ``ensure_ascii``), which is what lets
+    a lone surrogate reach the SDK at all."""
     return ice
 
 

@@ -32,7 +32,7 @@ class StampingIce(IceEmulator):
         self._arrivals_lock = threading.Lock()
 
     def _handle(self, method: str, raw_path: str, headers: Dict[str, List[str]],
-                body: bytes) -> Tuple[int, Dict[str, Any], str]:
+                body: bytes) -> Tuple[int, Dict[str, Any], str, Dict[str, str]]:
         with self._arrivals_lock:
             self.arrivals.append(time.monotonic())
         return super()._handle(method, raw_path, headers, body)
