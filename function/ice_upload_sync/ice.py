@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
+from .clients import LazyClient
 from .config import Settings
 from .errors import ConfigError, UpstreamError
 from .logs import ContextThreadPool
@@ -222,11 +223,9 @@ class IceGateway:
         self.settings = settings
         self.limiter = RateLimiter(settings.ice_max_qps)
         self._sleep = sleep
-        self._credentials: Optional[Credentials] = None
-        self._client: Any = None
-        self._client_credentials: Optional[Credentials] = None
-        self._lock = threading.Lock()
         self._sdk: Any = None
+        self._clients: LazyClient[Any] = LazyClient(
+            self._build_client, lambda: UpstreamError("the ICE client has no credentials (call bind first)"))
 
     # -- SDK client -------------------------------------------------------------
 
@@ -236,7 +235,7 @@ class IceGateway:
         The SDK client is built by the first lookup that needs it, and rebuilt when the
         credentials it was built with are no longer the bound ones.
         """
-        self._credentials = credentials
+        self._clients.bind(credentials)
 
     @property
     def ready(self) -> bool:
@@ -249,29 +248,22 @@ class IceGateway:
 
     def _client_now(self) -> Any:
         """The SDK client for the bound credentials, built (and the SDK imported) on first use."""
-        with self._lock:
-            credentials = self._credentials
-            if credentials is None:
-                raise UpstreamError("the ICE client has no credentials (call bind first)")
-            if self._client is not None and credentials == self._client_credentials:
-                return self._client
-            sdk = self._load_sdk()
-            endpoint = self.settings.ice_endpoint
-            config = sdk.Config(
-                access_key_id=credentials.access_key_id,
-                access_key_secret=credentials.access_key_secret,
-                security_token=credentials.security_token,
-                endpoint=endpoint.host,
-                protocol=endpoint.protocol,
-                region_id=self.settings.ice_region,
-                connect_timeout=int(CONNECT_TIMEOUT_S * 1000),
-                read_timeout=int(READ_TIMEOUT_S * 1000),
-                max_idle_conns=max(self.settings.ice_concurrency, 1),
-            )
-            client = sdk.Client(config)
-            self._client = client
-            self._client_credentials = credentials
-            return client
+        return self._clients.get()
+
+    def _build_client(self, credentials: Credentials) -> Any:
+        sdk = self._load_sdk()
+        endpoint = self.settings.ice_endpoint
+        return sdk.Client(sdk.Config(
+            access_key_id=credentials.access_key_id,
+            access_key_secret=credentials.access_key_secret,
+            security_token=credentials.security_token,
+            endpoint=endpoint.host,
+            protocol=endpoint.protocol,
+            region_id=self.settings.ice_region,
+            connect_timeout=int(CONNECT_TIMEOUT_S * 1000),
+            read_timeout=int(READ_TIMEOUT_S * 1000),
+            max_idle_conns=max(self.settings.ice_concurrency, 1),
+        ))
 
     def _load_sdk(self) -> Any:
         if self._sdk is None:

@@ -1,0 +1,44 @@
+"""An OpenAPI SDK client per instance, built on first use and rebuilt when the credentials rotate.
+
+The ICE and EventBridge SDKs cost a noticeable share of a cold start to import, so ``bind``
+(every invocation: FC's STS credentials rotate) only remembers the credentials, and the
+client is built, importing its SDK, by the first call that needs one. A client built with
+other credentials than the bound ones is rebuilt; otherwise it is kept with its connection
+pool. Safe to share between threads.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+_Client = TypeVar("_Client")
+
+
+class LazyClient(Generic[_Client]):
+    """``build(credentials)`` makes the client; ``missing()`` is what ``get`` raises before any ``bind``."""
+
+    def __init__(self, build: Callable[[Any], _Client], missing: Callable[[], Exception]) -> None:
+        self._build = build
+        self._missing = missing
+        self._lock = threading.Lock()
+        self._credentials: Any = None
+        self._client: Optional[_Client] = None
+        self._client_credentials: Any = None
+
+    def bind(self, credentials: Any) -> None:
+        """Use these credentials from now on. Cheap: builds and imports nothing."""
+        self._credentials = credentials
+
+    @property
+    def built(self) -> bool:
+        return self._client is not None
+
+    def get(self) -> _Client:
+        with self._lock:
+            credentials = self._credentials
+            if credentials is None:
+                raise self._missing()
+            if self._client is None or credentials != self._client_credentials:
+                self._client = self._build(credentials)
+                self._client_credentials = credentials
+            return self._client
