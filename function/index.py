@@ -28,6 +28,7 @@ from ice_upload_sync.errors import (
     SyncIncomplete,
     Unauthorized,
 )
+from ice_upload_sync.eventbridge import EventBridgeBus
 from ice_upload_sync.events import HttpCallback, SyncRequest, parse_event, parse_http_body
 from ice_upload_sync.ice import IceGateway, resolve_credentials
 from ice_upload_sync.logs import REQUEST_ID, use_json_lines
@@ -45,6 +46,7 @@ class App:
     gateway: IceGateway
     store: RecordStore
     service: SyncService
+    bus: Optional[EventBridgeBus] = None  # NOTIFY_EVENTBRIDGE: completion events go there too
 
 
 _app: Optional[App] = None
@@ -75,7 +77,10 @@ def _initialize(context: Any) -> None:
     gateway = IceGateway(settings)
     gateway.bind(credentials)  # remembers them; the SDK is imported when a lookup needs it
     store = open_store(settings, credentials)
-    _app = App(settings, gateway, store, SyncService(gateway, store, settings))
+    bus = EventBridgeBus(settings) if settings.notify_eventbridge_bus else None  # imports its SDK on first use
+    if bus is not None:
+        bus.bind(credentials)
+    _app = App(settings, gateway, store, SyncService(gateway, store, settings, bus=bus), bus)
 
 
 def handler(event: Any, context: Any) -> Any:
@@ -95,6 +100,8 @@ def _handle(event: Any, context: Any) -> Any:
     credentials = resolve_credentials(context)  # STS credentials rotate between invocations
     app.gateway.bind(credentials)
     app.store.bind(credentials)
+    if app.bus is not None:
+        app.bus.bind(credentials)
     try:
         parsed = parse_event(event)
     except BadRequest as exc:
@@ -106,8 +113,10 @@ def _handle(event: Any, context: Any) -> Any:
         _log({"event": "message_refused", **refused.to_dict()}, context, started, logging.WARNING)
     summary = _run(app, parsed, context, invocation_deadline(started, _timeout_s(context)), started)
     # Timer and direct invocations are not in a hurry: leave the instance ready to look
-    # callbacks up at once (a no-op once the ICE client exists).
+    # callbacks up, and put their events on the bus, at once (no-ops once the clients exist).
     app.gateway.prepare()
+    if app.bus is not None:
+        app.bus.prepare()
     return summary
 
 

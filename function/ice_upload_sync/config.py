@@ -18,13 +18,18 @@ _REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
 
 
 @dataclass(frozen=True)
-class IceEndpoint:
+class ServiceEndpoint:
+    """An Alibaba Cloud OpenAPI endpoint as the SDKs take it (ICE, EventBridge)."""
+
     protocol: str  # "https" or "http"
     host: str  # host[:port], what the SDK calls endpoint
 
     @property
     def url(self) -> str:
         return f"{self.protocol}://{self.host}"
+
+
+IceEndpoint = ServiceEndpoint  # the name it had before EventBridge needed one too
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class Settings:
     notify_secrets: Tuple[WebhookSecret, ...] = ()
     notify_states: Tuple[str, ...] = DEFAULT_NOTIFY_STATES
     notify_eventbridge_bus: Optional[str] = None
+    eventbridge_endpoint: ServiceEndpoint = ServiceEndpoint("https", "eventbridge-console.cn-shanghai.aliyuncs.com")
 
     @property
     def notifies(self) -> bool:
@@ -115,6 +121,8 @@ class Settings:
         return cls(
             ice_region=region,
             ice_endpoint=parse_ice_endpoint(text("ICE_ENDPOINT"), region),
+            eventbridge_endpoint=parse_service_endpoint(
+                "EVENTBRIDGE_ENDPOINT", text("EVENTBRIDGE_ENDPOINT"), f"eventbridge-console.{region}.aliyuncs.com"),
             record_store=text("RECORD_STORE") or cls.record_store,
             oss_endpoint=text("OSS_ENDPOINT"),
             tablestore_endpoint=text("TABLESTORE_ENDPOINT"),
@@ -217,9 +225,10 @@ def parse_notify_secrets(value: Optional[str]) -> Tuple[WebhookSecret, ...]:
     """``NOTIFY_SECRET``: Standard Webhooks keys, ``whsec_`` + base64 (padding optional) of at
     least 24 bytes (the scheme's minimum), comma-separated while rotating: every event is
     signed with each, so receivers holding either verify (``webhook-signature`` lists one
-    signature per key). Messages name a key by position, never by value.
+    signature per key). Messages name a key by position, never by value. Empty is unset (the
+    template passes "" when it is not configured); a remote endpoint then still needs one.
     """
-    if value is None:
+    if value is None or value == "":
         return ()
     texts = [text.strip() for text in value.split(",") if text.strip()]
     if not texts:
@@ -271,10 +280,7 @@ def parse_eventbridge_bus(value: Optional[str]) -> Optional[str]:
     if not _EVENT_BUS_NAME.fullmatch(name) or name.startswith("eventbridge-reserved-"):
         raise ConfigError(f"NOTIFY_EVENTBRIDGE {name[:140]!r} is not an event bus name (2-127 letters, digits "
                           "and hyphens, starting with a letter or digit)")
-    # Measured viable (docs/receiving-events.md: alibabacloud-eventbridge20200401, +3.2 MB, 50 ms of CPU
-    # once the ICE SDK is loaded) but not delivered yet: refusing beats accepting and sending nothing.
-    raise ConfigError(f"NOTIFY_EVENTBRIDGE is set ({name!r}) but this version does not deliver to EventBridge "
-                      "yet; unset it and use NOTIFY_URL (see docs/receiving-events.md)")
+    return name
 
 
 def _is_loopback(host: str) -> bool:
@@ -292,17 +298,27 @@ def _shown_url(parts: SplitResult) -> str:
     return f"{parts.scheme}://{host}{parts.path}" + ("?<redacted>" if parts.query else "")
 
 
-def parse_ice_endpoint(value: Optional[str], region: str) -> IceEndpoint:
-    """``host[:port]`` means HTTPS; a full URL keeps its scheme (the emulator is http)."""
+def parse_ice_endpoint(value: Optional[str], region: str) -> ServiceEndpoint:
+    # The SDK's own region table sends most regions to ice.aliyuncs.com: never rely on it.
+    return parse_service_endpoint("ICE_ENDPOINT", value, f"ice.{region}.aliyuncs.com")
+
+
+def parse_service_endpoint(name: str, value: Optional[str], default_host: str) -> ServiceEndpoint:
+    """``host[:port]`` means HTTPS; a full URL keeps its scheme (the emulators are http).
+
+    EventBridge's default is its OpenAPI endpoint, ``eventbridge-console.<region>.aliyuncs.com``
+    (``PutEvents`` 2020-04-01 is served there; the VPC one is ``eventbridge-console-vpc...``),
+    not the ``<account>.eventbridge.<region>`` endpoint of the older data-plane SDK.
+    """
     if not value:
-        # The SDK's own region table sends most regions to ice.aliyuncs.com: never rely on it.
-        return IceEndpoint("https", f"ice.{region}.aliyuncs.com")
+        return ServiceEndpoint("https", default_host)
     if "://" not in value:
         value = "https://" + value
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-        raise ConfigError(f"ICE_ENDPOINT {value!r} must be host[:port] or http(s)://host[:port]")
-    return IceEndpoint(parts.scheme, parts.netloc)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(f"{name} {value!r} must be host[:port] or http(s)://host[:port]")
+    return ServiceEndpoint(parts.scheme, parts.netloc)
 
 
 def _number(env: Mapping[str, str], name: str, default, kind, minimum):

@@ -43,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from .config import NotifyEndpoint, WebhookSecret
@@ -61,6 +61,7 @@ DELIVERED = "delivered"
 RETRY = "retry"
 GIVE_UP_AFTER_TRIES = "give_up_after_tries"
 NOT_TRIED = "not_tried"
+SKIPPED = "skipped: it failed earlier in this invocation"
 
 GIVE_UP_AFTER_TRIES_COUNT = 3  # answers other than 2xx / 408 / 429 / 5xx: given up after this many tries
 DEFAULT_TIMEOUT_S = 10.0  # one request; Standard Webhooks suggests 15-30 s, a sweep has many to send
@@ -160,6 +161,19 @@ def webhook_headers(event: CloudEvent, secrets: Sequence[WebhookSecret], timesta
 # ---------------------------------------------------------------- delivery
 
 
+class Target(Protocol):
+    """Where events go: a ``NOTIFY_URL`` endpoint (``config.NotifyEndpoint``, POSTed to here) or
+    the ``NOTIFY_EVENTBRIDGE`` bus (``eventbridge.EventBridgeBus``, whose ``put`` sends and
+    classifies). ``key`` is what the outbox records once it needs nothing more; ``host`` names
+    it in logs (never a secret or a URL's query)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def host(self) -> str: ...
+
+
 def classify_status(status: int) -> str:
     if 200 <= status <= 299:
         return DELIVERED
@@ -172,7 +186,7 @@ def classify_status(status: int) -> str:
 class EndpointResult:
     """What one endpoint answered to one attempt. ``error`` is short and safe to log and store."""
 
-    endpoint: NotifyEndpoint
+    endpoint: Target
     outcome: str  # DELIVERED, RETRY, GIVE_UP_AFTER_TRIES or NOT_TRIED
     status: Optional[int] = None
     error: Optional[str] = None
@@ -191,17 +205,19 @@ class DeliveryResult:
         return all(result.outcome == DELIVERED for result in self.results)
 
 
-def deliver(event: CloudEvent, endpoints: Sequence[NotifyEndpoint], secrets: Sequence[WebhookSecret], *,
-            deadline: float, timeout_s: float = DEFAULT_TIMEOUT_S,
+def deliver(event: CloudEvent, endpoints: Sequence[Target], secrets: Sequence[WebhookSecret], *,
+            deadline: float, timeout_s: float = DEFAULT_TIMEOUT_S, skip: Collection[str] = (),
             clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
             ) -> DeliveryResult:
-    """POST ``event`` to every endpoint at once; return by ``deadline`` (a ``clock()`` time) whatever happens.
+    """Send ``event`` to every target at once (a POST to each endpoint, ``PutEvents`` to a bus);
+    return by ``deadline`` (a ``clock()`` time) whatever happens.
 
     Each request is bounded by ``min(timeout_s, time left)`` for each socket operation, and the
     whole call by ``deadline``: requests run in threads, and one still running then (a DNS
     lookup hanging, an endpoint trickling its answer) is reported ``retry`` and left to end by
     its own timeout; whatever it gets is ignored (at least once: the event is sent again).
-    Never raises.
+    Targets whose ``key`` is in ``skip`` (they failed earlier in this invocation) are
+    ``not_tried``: a target that is down never holds the others' events back. Never raises.
     """
     timestamp = int(wall_clock())
     headers = webhook_headers(event, secrets, timestamp)
@@ -209,11 +225,15 @@ def deliver(event: CloudEvent, endpoints: Sequence[NotifyEndpoint], secrets: Seq
     workers: List[Optional[threading.Thread]] = []
     for index, endpoint in enumerate(endpoints):
         remaining = deadline - clock()
+        if endpoint.key in skip:
+            slots[index] = EndpointResult(endpoint, NOT_TRIED, error=SKIPPED)
+            workers.append(None)
+            continue
         if remaining < MIN_REQUEST_S:
             slots[index] = EndpointResult(endpoint, NOT_TRIED, error="no time left before the deadline")
             workers.append(None)
             continue
-        worker = threading.Thread(target=_deliver_to, args=(slots, index, endpoint, event.body, headers,
+        worker = threading.Thread(target=_deliver_to, args=(slots, index, endpoint, event, headers,
                                                             min(timeout_s, remaining), clock),
                                   name=f"notify-{endpoint.host}", daemon=True)
         try:
@@ -234,14 +254,20 @@ def deliver(event: CloudEvent, endpoints: Sequence[NotifyEndpoint], secrets: Seq
     return DeliveryResult(event.id, event.job_id, tuple(results))
 
 
-def _deliver_to(slots: List[Optional[EndpointResult]], index: int, endpoint: NotifyEndpoint, body: bytes,
+def _deliver_to(slots: List[Optional[EndpointResult]], index: int, endpoint: Target, event: CloudEvent,
                 headers: Mapping[str, str], timeout_s: float, clock: Callable[[], float]) -> None:
     started = clock()
+    outcome: Optional[str] = None
     try:
-        status, error, retry_after = _post(endpoint.url, body, headers, timeout_s)
+        if isinstance(endpoint, NotifyEndpoint):
+            status, error, retry_after = _post(endpoint.url, event.body, headers, timeout_s)
+        else:  # a bus (eventbridge.EventBridgeBus): its answer is classified by its own rules
+            put = endpoint.put(event, timeout_s)
+            outcome, status, error, retry_after = put.outcome, put.status, put.error, None
     except Exception as exc:  # noqa: BLE001 - deliver never raises; the class name is enough to act on
-        status, error, retry_after = None, f"unexpected {type(exc).__name__}", None
-    outcome = RETRY if status is None else classify_status(status)
+        status, error, retry_after, outcome = None, f"unexpected {type(exc).__name__}", None, None
+    if outcome is None:
+        outcome = RETRY if status is None else classify_status(status)
     if status is not None and outcome != DELIVERED and error is None:
         error = f"HTTP {status}"
     slots[index] = EndpointResult(endpoint, outcome, status, error and error[:_ERROR_TEXT_MAX],
@@ -335,9 +361,10 @@ def _log_result(event: CloudEvent, result: EndpointResult) -> None:
     if result.outcome == DELIVERED:
         logger.info("notify: job %s %s (event %s) delivered to %s: HTTP %s in %.0f ms", event.job_id,
                     event.type, event.id, result.endpoint.host, result.status, result.elapsed_s * 1000)
-    else:
-        logger.warning("notify: job %s %s (event %s) not delivered to %s (%s): %s", event.job_id, event.type,
-                       event.id, result.endpoint.host, result.outcome, result.error)
+    else:  # a skipped target was logged when it failed; once per event would flood the log
+        logger.log(logging.DEBUG if result.error == SKIPPED else logging.WARNING,
+                   "notify: job %s %s (event %s) not delivered to %s (%s): %s", event.job_id, event.type,
+                   event.id, result.endpoint.host, result.outcome, result.error)
 
 
 # ---------------------------------------------------------------- the outbox
@@ -379,7 +406,7 @@ class Owed:
     def due(self, now: datetime) -> bool:
         return parse_time(self.next_attempt_at) <= now
 
-    def pending_endpoints(self, endpoints: Sequence[NotifyEndpoint]) -> Tuple[NotifyEndpoint, ...]:
+    def pending_endpoints(self, endpoints: Sequence[Target]) -> Tuple[Target, ...]:
         done = set(self.endpoints_done)
         return tuple(endpoint for endpoint in endpoints if endpoint.key not in done)
 
@@ -478,9 +505,9 @@ class Progress:
     """What one attempt changed. ``entry`` is what the outbox keeps next; None: settled, remove it."""
 
     entry: Optional[Owed]
-    delivered: Tuple[NotifyEndpoint, ...] = ()
-    given_up: Tuple[NotifyEndpoint, ...] = ()
-    failed: Tuple[NotifyEndpoint, ...] = ()  # not delivered this time, tried again later
+    delivered: Tuple[Target, ...] = ()
+    given_up: Tuple[Target, ...] = ()
+    failed: Tuple[Target, ...] = ()  # not delivered this time, tried again later
 
     @property
     def settled(self) -> bool:
@@ -539,9 +566,9 @@ def advance(entry: Owed, result: DeliveryResult, *, now: datetime, max_age: time
     return Progress(updated, tuple(delivered), tuple(given_up), tuple(failed))
 
 
-def attempt(entry: Owed, record: JobRecord, *, region: str, endpoints: Sequence[NotifyEndpoint],
+def attempt(entry: Owed, record: JobRecord, *, region: str, endpoints: Sequence[Target],
             secrets: Sequence[WebhookSecret], deadline: float, now: datetime, max_age: timedelta,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> Progress:
+            timeout_s: float = DEFAULT_TIMEOUT_S, skip: Collection[str] = ()) -> Progress:
     """One try of an entry that ``entry_status`` said to deliver: build, send, ``advance``.
 
     Sends only to the endpoints not yet done. With none left (NOTIFY_URL changed since the
@@ -550,5 +577,6 @@ def attempt(entry: Owed, record: JobRecord, *, region: str, endpoints: Sequence[
     pending = entry.pending_endpoints(endpoints)
     if not pending:
         return Progress(None)
-    result = deliver(build_event(record, region), pending, secrets, deadline=deadline, timeout_s=timeout_s)
+    result = deliver(build_event(record, region), pending, secrets, deadline=deadline, timeout_s=timeout_s,
+                     skip=skip)
     return advance(entry, result, now=now, max_age=max_age)

@@ -2,23 +2,25 @@
 
 A store that writes a record into a state of ``NOTIFY_STATES`` first writes an outbox entry
 for it (``notify.Owed``), in the same save, before the record: a crash between the two leaves
-an entry, never a record that owes nothing. Then:
+an entry, never a record that owes nothing. Its targets are the ``NOTIFY_URL`` endpoints and
+the ``NOTIFY_EVENTBRIDGE`` bus, each settled on its own (``Owed.endpoints_done``). Then:
 
 - the invocation that wrote it tries at once, within its own deadline (the HTTP callback's
   deadline on that path: a slow endpoint never holds ICE's answer up);
 - every sweep retries what is still owed and due, final jobs included (they are no longer
   pending, so the outbox is listed on its own), with the backoff of ``notify.advance``.
 
-A 2xx settles the entry (removed only if it still holds that event, so a newer state's entry
-is never lost); a failure reschedules it. The answer counts ``notified`` (endpoints that
-answered 2xx) and ``notify_failed`` (endpoints not delivered to this time, or given up).
+A 2xx from every target (the bus: its ``PutEvents`` accepted) settles the entry (removed only
+if it still holds that event, so a newer state's entry is never lost); a failure reschedules
+it. The answer counts ``notified`` (targets that took the event) and ``notify_failed``
+(targets not delivered to this time, or given up).
 """
 from __future__ import annotations
 
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Optional, Protocol, Set
+from typing import Callable, Iterable, Optional, Protocol, Set, Tuple
 
 from . import notify
 from .config import Settings
@@ -40,11 +42,16 @@ class Counts(Protocol):
 class Outbox:
     """Delivers what the store owes, for one instance (stateless between invocations)."""
 
-    def __init__(self, store: RecordStore, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: RecordStore, settings: Settings, clock: Callable[[], datetime], *,
+                 bus: Optional[notify.Target] = None) -> None:
+        if bool(settings.notify_eventbridge_bus) != (bus is not None):
+            raise ValueError("Outbox: pass bus=EventBridgeBus(settings) exactly when NOTIFY_EVENTBRIDGE is set")
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.enabled = bool(settings.notify_endpoints)
+        # Where events go: every NOTIFY_URL endpoint, and the EventBridge bus; each is settled on its own.
+        self.targets: Tuple[notify.Target, ...] = (*settings.notify_endpoints, *((bus,) if bus is not None else ()))
+        self.enabled = bool(self.targets)
         self.max_age = timedelta(hours=settings.max_track_age_hours)
 
     def deliver_now(self, records: Iterable[JobRecord], *, deadline: float, counts: Counts) -> None:
@@ -98,17 +105,18 @@ class Outbox:
 
     def _try(self, entry: notify.Owed, record: JobRecord, now: datetime, deadline: float, counts: Counts,
              down: Set[str]) -> None:
-        pending = entry.pending_endpoints(self.settings.notify_endpoints)
-        if deadline - time.monotonic() < MIN_TRY_S or any(endpoint.key in down for endpoint in pending):
-            # owed in the store: a later invocation delivers it. An endpoint that just timed out or
-            # refused would cost every remaining entry its timeout; it is skipped for the rest of this one.
+        pending = entry.pending_endpoints(self.targets)
+        if deadline - time.monotonic() < MIN_TRY_S or all(target.key in down for target in pending):
+            # owed in the store: a later invocation delivers it. A target that just timed out or
+            # refused would cost every remaining entry its timeout; it is skipped for the rest of
+            # this one (``skip`` below), while the other targets still get their events.
             counts.notify_failed += len(pending)
             return
         try:
             progress = notify.attempt(
-                entry, record, region=self.settings.ice_region, endpoints=self.settings.notify_endpoints,
+                entry, record, region=self.settings.ice_region, endpoints=self.targets,
                 secrets=self.settings.notify_secrets, deadline=deadline, now=now, max_age=self.max_age,
-                timeout_s=min(notify.DEFAULT_TIMEOUT_S, max(MIN_TRY_S, deadline - time.monotonic())))
+                timeout_s=min(notify.DEFAULT_TIMEOUT_S, max(MIN_TRY_S, deadline - time.monotonic())), skip=down)
         except UnencodableRecord as exc:  # cannot happen for a record the store accepted; never retried
             logger.error("notify: job %s: %s; its event is dropped", entry.job_id, exc)
             self._store_call(self.store.settle, entry.job_id, entry.event_id)

@@ -152,7 +152,9 @@ class _Report:
 
 class SyncService:
     def __init__(self, gateway: Gateway, store: RecordStore, settings: Settings, *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 bus: Optional[Any] = None) -> None:
+        """``bus``: the ``eventbridge.EventBridgeBus`` when NOTIFY_EVENTBRIDGE is set (events go there too)."""
         self.gateway = gateway
         self.store = store
         self.settings = settings
@@ -160,7 +162,7 @@ class SyncService:
         self.max_age = timedelta(hours=settings.max_track_age_hours)
         self.unknown_grace = min(self.max_age, timedelta(minutes=settings.unknown_job_grace_minutes))
         self.concurrency = max(1, settings.ice_concurrency)
-        self.outbox = Outbox(store, settings, clock)
+        self.outbox = Outbox(store, settings, clock, bus=bus)
 
     def run(self, request: SyncRequest, *, deadline: float, defer_lookups: bool = False) -> Summary:
         """Check every job the request names (or every pending job for a sweep).

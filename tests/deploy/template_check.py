@@ -261,6 +261,7 @@ def check(document: Mapping[str, Any], template_dir: Path, schema: Optional[Mapp
     problems += policy_problems(document)
     for name, props in functions.items():
         problems += record_store_problems(document, props, f"resources.{name}.props")
+        problems += event_bus_problems(document, props, f"resources.{name}.props")
     code = next(iter(functions.values())).get("code")
     if isinstance(code, str) and (template_dir / code / "ice_upload_sync").is_dir():
         problems += store_policy_problems(document, (template_dir / code).resolve())
@@ -515,6 +516,27 @@ def record_store_problems(document: Mapping[str, Any], props: Mapping[str, Any],
         return [f"vars.ramPolicy.{scheme} grants {sorted(resources)} but RECORD_STORE {url!r} needs exactly "
                 f"{sorted(expected)}"]
     return []
+
+
+def event_bus_problems(document: Mapping[str, Any], props: Mapping[str, Any], where: str) -> List[str]:
+    """A ``NOTIFY_EVENTBRIDGE`` bus the role may put events on: every policy allows
+    ``eventbridge:PutEvents`` on exactly that bus in the function's region, or each event
+    would be refused (AccessDenied) and given up after three tries."""
+    variables = props.get("environmentVariables") or {}
+    bus = str(variables.get("NOTIFY_EVENTBRIDGE") or "").strip()
+    if not bus:
+        return []
+    region = str(variables.get("ICE_REGION") or props.get("region") or "")
+    expected = f"acs:eventbridge:{region}:*:eventbus/{bus}"
+    problems = []
+    for store, policy in ((document.get("vars") or {}).get("ramPolicy") or {}).items():
+        granted = [r for statement in (policy or {}).get("Statement") or []
+                   if "eventbridge:PutEvents" in _as_list(statement.get("Action"))
+                   for r in _as_list(statement.get("Resource"))]
+        if granted != [expected]:
+            problems.append(f"vars.ramPolicy.{store} grants eventbridge:PutEvents on {granted} but "
+                            f"{where}.environmentVariables.NOTIFY_EVENTBRIDGE {bus!r} needs exactly [{expected!r}]")
+    return problems
 
 
 def _as_list(value: Any) -> List[str]:

@@ -80,3 +80,26 @@ def test_a_cold_signed_callback_answers_200_tracks_the_job_and_never_imports_the
         warm = json.loads(answer_body(fc.invoke(signed_http_event()))["body"])
         assert (warm["written"], warm["deferred"]) == (1, [])
     assert json.loads((records / "jobs" / f"{JOB['http']}.json").read_text())["state"] == "succeeded"
+
+
+def test_the_packaged_function_puts_events_on_an_eventbridge_bus_and_imports_its_sdk_only_then(
+        code, seeded, tmp_path):
+    """The vendored EventBridge SDK works from the read-only package: a cold callback loads none of
+    it; a direct call's event is put on the bus, signed as the service checks."""
+    from tests.emulators.eventbridge import EventBridgeEmulator
+
+    with EventBridgeEmulator() as eventbridge:
+        eventbridge.add_access_key(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
+        eventbridge.create_bus("media-events")
+        env = {"CALLBACK_AUTH_KEY": CALLBACK_AUTH_KEY, "NOTIFY_EVENTBRIDGE": "media-events",
+               "EVENTBRIDGE_ENDPOINT": eventbridge.endpoint}
+        with instance(code, seeded, tmp_path / "records", **env) as fc:
+            cold = fc.invoke(signed_http_event())
+            assert answer_body(cold)["statusCode"] == 200
+            assert not any(name.startswith("alibabacloud_eventbridge") for name in cold["loaded"])
+            summary = answer_body(fc.invoke({"JobIds": [JOB["succeeded"]]}))
+        assert (summary["notified"], summary["notify_failed"]) == (1, 0)
+        (event,) = eventbridge.events("media-events")
+        assert event["Subject"] == JOB["succeeded"] and event["Type"] == "ice.upload.succeeded"
+        vendored = code / pkg.VENDOR_DIR / "alibabacloud_eventbridge20200401"
+        assert vendored.is_dir() and any(vendored.rglob("*.cpython-310.pyc"))

@@ -16,6 +16,7 @@ TEMPLATE = tc.REPO / "template.yml"
 CONTRACT_VARIABLES = {  # CONTRACT section 3, less the credentials FC provides itself
     "ICE_REGION", "ICE_ENDPOINT", "RECORD_STORE", "OSS_ENDPOINT", "TABLESTORE_ENDPOINT", "CALLBACK_AUTH_KEY",
     "CALLBACK_URL", "CALLBACK_MAX_SKEW_S", "MAX_TRACK_AGE_HOURS", "ICE_MAX_QPS", "ICE_CONCURRENCY",
+    "NOTIFY_URL", "NOTIFY_SECRET", "NOTIFY_STATES", "NOTIFY_EVENTBRIDGE",
 }
 
 
@@ -242,3 +243,30 @@ def test_a_tablestore_deploy_with_matching_variables_passes():
     env = {**tc.EXAMPLE_ENV, "RECORD_STORE": "tablestore://media-prod/ice_jobs", "TABLESTORE_INSTANCE": "media-prod",
            "TABLESTORE_TABLE": "ice_jobs"}
     assert tc.check(tc.render_in_python(TEMPLATE, env), tc.REPO, None) == []
+
+
+def test_an_eventbridge_bus_is_the_one_the_policies_let_the_role_put_events_on():
+    env = {**tc.EXAMPLE_ENV, "NOTIFY_EVENTBRIDGE": "media-events", "ICE_REGION": "cn-beijing"}
+    rendered = tc.render_in_python(TEMPLATE, env)
+    assert tc.check(rendered, tc.REPO, None) == []
+    assert function_props(rendered)["environmentVariables"]["NOTIFY_EVENTBRIDGE"] == "media-events"
+    for policy in rendered["vars"]["ramPolicy"].values():
+        (statement,) = [s for s in policy["Statement"] if "eventbridge:PutEvents" in s["Action"]]
+        assert statement["Resource"] == ["acs:eventbridge:cn-beijing:*:eventbus/media-events"]
+
+
+def test_a_policy_for_another_bus_is_reported(tmp_path):
+    text = TEMPLATE.read_text().replace("eventbus/${vars.notifyEventBus}", "eventbus/other-bus")
+    assert text != TEMPLATE.read_text()
+    path = write_variant(tmp_path, text)
+    problems = tc.check(tc.render_in_python(path, {**tc.EXAMPLE_ENV, "NOTIFY_EVENTBRIDGE": "media-events"}),
+                        tc.REPO, None)
+    assert any("needs exactly ['acs:eventbridge:cn-shanghai:*:eventbus/media-events']" in p for p in problems), problems
+
+
+def test_without_a_bus_the_function_starts_with_events_off():
+    variables = function_props(tc.render_in_python(TEMPLATE, tc.EXAMPLE_ENV))["environmentVariables"]
+    assert (variables["NOTIFY_URL"], variables["NOTIFY_SECRET"], variables["NOTIFY_EVENTBRIDGE"]) == ("", "", "")
+    from ice_upload_sync.config import Settings
+
+    assert not Settings.from_env({k: str(v) for k, v in variables.items()}).notifies

@@ -36,3 +36,13 @@ def test_the_sweep_benchmark_prints_a_readable_line_per_run(capsys):
     assert lines[0].startswith("ICE latency=1ms") and len(lines) == 2
     assert lines[1].startswith("file       changed   N=12") and "api_calls=2 (ceil(N/10)=2)" in lines[1]
     assert "written=12" in lines[1] and "floor" in lines[1] and "naive" not in lines[1]
+
+
+def test_the_notify_benchmark_delivers_the_whole_backlog_to_each_target(capsys):
+    from tests.bench import bench_notify
+
+    bench_notify.main(["--events", "5", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [row["targets"] for row in rows] == ["webhook", "eventbridge", "both"]
+    assert [row["notified"] for row in rows] == [5, 5, 10]
+    assert all(row["complete"] and row["notify_failed"] == 0 and row["cpu_s"] > 0 for row in rows)

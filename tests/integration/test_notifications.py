@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import replace
 
 import pytest
 
@@ -32,14 +31,6 @@ def notifying(fc, receiver):
     return fc
 
 
-def owed(fc) -> dict:
-    return {entry.job_id: entry for entry in fc.store.owed()}
-
-
-def make_due(fc) -> None:
-    """Time passes: every owed entry's next attempt is now."""
-    for entry in fc.store.owed():
-        assert fc.store.reschedule(replace(entry, next_attempt_at="2000-01-01T00:00:00Z"))
 
 
 def test_final_states_are_announced_once_with_the_record(seeded, notifying, receiver):
@@ -51,7 +42,7 @@ def test_final_states_are_announced_once_with_the_record(seeded, notifying, rece
     assert succeeded["type"] == "ice.upload.succeeded" and succeeded["source"] == "ice-upload-sync/cn-shanghai"
     assert succeeded["data"] == notifying.record(JOB["succeeded"])
     assert succeeded["time"] == succeeded["data"]["updated_at"]
-    assert owed(notifying) == {}  # settled
+    assert notifying.owed() == {}  # settled
     again = notifying.invoke({"JobIds": [JOB["succeeded"], JOB["failed"]]})  # the same answers again
     notifying.invoke(SWEEP)
     assert again["notified"] == 0 and set(receiver.deliveries.values()) == {1}
@@ -77,17 +68,17 @@ def test_a_receiver_down_for_several_invocations_gets_the_event_when_back(seeded
     receiver.go_down()
     summary = notifying.invoke({"JobIds": [JOB["succeeded"]]})
     assert (summary["written"], summary["notified"], summary["notify_failed"]) == (1, 0, 1)  # the record is written
-    assert set(owed(notifying)) == {JOB["succeeded"]} and notifying.pending() == set()  # final, not pending
+    assert set(notifying.owed()) == {JOB["succeeded"]} and notifying.pending() == set()  # final, not pending
     for _ in range(3):
-        make_due(notifying)
+        notifying.make_due()
         assert notifying.invoke(SWEEP)["notify_failed"] == 1
-    assert owed(notifying)[JOB["succeeded"]].tries == 4
+    assert notifying.owed()[JOB["succeeded"]].tries == 4
     receiver.come_back()
     assert notifying.invoke(SWEEP)["notified"] == 0  # not due yet: backoff
-    make_due(notifying)
+    notifying.make_due()
     assert notifying.invoke(SWEEP)["notified"] == 1
-    assert owed(notifying) == {} and list(receiver.deliveries.values()) == [1]
-    make_due(notifying)
+    assert notifying.owed() == {} and list(receiver.deliveries.values()) == [1]
+    notifying.make_due()
     notifying.invoke(SWEEP)
     assert list(receiver.deliveries.values()) == [1]
 
@@ -95,12 +86,12 @@ def test_a_receiver_down_for_several_invocations_gets_the_event_when_back(seeded
 def test_a_receiver_answering_400_is_given_up_after_three_tries(seeded, notifying, receiver, caplog):
     receiver.answer(400, times=10)
     notifying.invoke({"JobIds": [JOB["failed"]]})
-    make_due(notifying)
+    notifying.make_due()
     notifying.invoke(SWEEP)
-    assert owed(notifying)[JOB["failed"]].tries == 2
-    make_due(notifying)
+    assert notifying.owed()[JOB["failed"]].tries == 2
+    notifying.make_due()
     assert notifying.invoke(SWEEP)["notify_failed"] == 1
-    assert owed(notifying) == {} and len(receiver.requests) == 3
+    assert notifying.owed() == {} and len(receiver.requests) == 3
     assert any("given up after 3 tries" in r.getMessage() and JOB["failed"] in r.getMessage() for r in caplog.records)
     assert SECRET[6:] not in caplog.text
     notifying.invoke(SWEEP)
@@ -117,12 +108,12 @@ def test_a_slow_receiver_never_pushes_a_callback_past_its_deadline(seeded, notif
     assert answer["statusCode"] == 200 and time.monotonic() - started < 2.5
     summary = json.loads(answer["body"])
     assert summary["written"] == 1 and summary["notify_failed"] == 1
-    assert set(owed(notifying)) == {JOB["http"]}  # owed: the sweep delivers it
+    assert set(notifying.owed()) == {JOB["http"]}  # owed: the sweep delivers it
 
 
 def test_without_notify_url_nothing_is_owed(seeded, fc, receiver):
     summary = fc.invoke({"JobIds": [JOB["succeeded"]]})
-    assert summary["notified"] == 0 and owed(fc) == {} and receiver.requests == []
+    assert summary["notified"] == 0 and fc.owed() == {} and receiver.requests == []
 
 
 def test_an_owed_entry_survives_a_crash_before_delivery(seeded, notifying, receiver):
@@ -131,6 +122,6 @@ def test_an_owed_entry_survives_a_crash_before_delivery(seeded, notifying, recei
     notifying.invoke({"JobIds": [JOB["vod"]]})
     notifying.restart()
     receiver.come_back()
-    make_due(notifying)
+    notifying.make_due()
     assert notifying.invoke(SWEEP)["notified"] == 1
     assert list(receiver.deliveries.values()) == [1]

@@ -158,9 +158,31 @@ def test_notify_settings_parse():
     assert settings.notify_eventbridge_bus is None and settings.notifies
 
 
-def test_a_well_formed_eventbridge_bus_is_refused_until_delivery_to_it_exists():
-    with pytest.raises(ConfigError, match="does not deliver to EventBridge yet"):
-        Settings.from_env({"NOTIFY_EVENTBRIDGE": " ice-events "})
+def test_an_eventbridge_bus_alone_turns_events_on_at_its_openapi_endpoint():
+    settings = Settings.from_env({"NOTIFY_EVENTBRIDGE": " ice-events ", "ICE_REGION": "cn-beijing"})
+    assert settings.notify_eventbridge_bus == "ice-events" and settings.notifies
+    assert settings.notify_endpoints == ()
+    assert settings.eventbridge_endpoint.url == "https://eventbridge-console.cn-beijing.aliyuncs.com"
+
+
+@pytest.mark.parametrize("value, url", [
+    ("eventbridge-console-vpc.cn-shanghai.aliyuncs.com", "https://eventbridge-console-vpc.cn-shanghai.aliyuncs.com"),
+    ("http://127.0.0.1:8081", "http://127.0.0.1:8081"),
+    ("https://eb.example:8443/", "https://eb.example:8443"),
+])
+def test_eventbridge_endpoint_overrides(value, url):
+    assert Settings.from_env({"EVENTBRIDGE_ENDPOINT": value}).eventbridge_endpoint.url == url
+
+
+@pytest.mark.parametrize("value", ["ftp://eb.example", "https://eb.example/path", "https://eb.example/?a=1",
+                                   "https://user:pw@eb.example", "https://"])
+def test_an_unusable_eventbridge_endpoint_stops_the_function(value):
+    with pytest.raises(ConfigError, match="EVENTBRIDGE_ENDPOINT .* must be host"):
+        Settings.from_env({"EVENTBRIDGE_ENDPOINT": value})
+
+
+def test_an_empty_notify_secret_is_unset_as_the_template_passes_it():
+    assert Settings.from_env({"NOTIFY_SECRET": "", "NOTIFY_URL": ""}).notify_secrets == ()
 
 
 def test_loopback_endpoints_need_no_secret():
@@ -183,7 +205,7 @@ def test_loopback_endpoints_need_no_secret():
     ({"NOTIFY_URL": "https://h\u00f6oks.example.com/"}, "non-ASCII"),
     ({"NOTIFY_URL": "https://hooks.example.com/e"}, "needs NOTIFY_SECRET"),
     ({"NOTIFY_URL": "http://127.0.0.1/, https://hooks.example.com/e?k=v"}, "needs NOTIFY_SECRET"),
-    ({"NOTIFY_SECRET": ""}, "holds no secret"),
+    ({"NOTIFY_SECRET": "", "NOTIFY_URL": "https://hooks.example.com/e"}, "needs NOTIFY_SECRET"),
     ({"NOTIFY_SECRET": " , "}, "holds no secret"),
     ({"NOTIFY_SECRET": base64.b64encode(b"k" * 32).decode()}, "secret #1 does not start with 'whsec_'"),
     ({"NOTIFY_SECRET": f"{OLD_SECRET},whsec_not*base64!"}, "secret #2 is not valid base64"),

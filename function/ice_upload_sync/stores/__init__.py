@@ -16,7 +16,7 @@ __all__ = ["RecordStore", "Tracking", "open_store"]
 def open_store(settings: Settings, credentials: Optional[Any] = None) -> RecordStore:
     """The store ``RECORD_STORE`` names; it owes completion events for ``NOTIFY_STATES`` when ``NOTIFY_URL`` is set."""
     store = _open(settings, credentials)
-    store.notify_states = settings.notify_states if settings.notify_endpoints else ()
+    store.notify_states = settings.notify_states if settings.notifies else ()
     return store
 
 
