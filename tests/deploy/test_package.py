@@ -271,9 +271,14 @@ os.environ.update(ICE_REGION="cn-shanghai", RECORD_STORE="file://{tmp_path / 're
 from types import SimpleNamespace
 import index
 index.initialize(SimpleNamespace(credentials=None, request_id="package-test"))
-import alibabacloud_ice20201109.client, oss2, Tea
+import alibabacloud_ice20201109.client, alibabacloud_eventbridge20200401.client, oss2, Tea
 oss2.Bucket(oss2.AuthV4("id", "secret"), "https://oss-cn-shanghai.aliyuncs.com", "bucket", region="cn-shanghai")
-files = [m.__file__ for m in (alibabacloud_ice20201109.client, oss2, Tea)]
+from ice_upload_sync.config import Settings
+from ice_upload_sync.eventbridge import EventBridgeBus
+bus = EventBridgeBus(Settings(notify_eventbridge_bus="bus"))
+bus.bind(SimpleNamespace(access_key_id="id", access_key_secret="secret", security_token=None))
+bus.prepare()  # the vendored SDK builds its client
+files = [m.__file__ for m in (alibabacloud_ice20201109.client, alibabacloud_eventbridge20200401.client, oss2, Tea)]
 print(json.dumps({{"oss2": oss2.__version__, "files": files}}))
 """
     result = subprocess.run([python, "-I", "-S", "-B", "-c", code], timeout=120, capture_output=True, text=True)
