@@ -7,7 +7,8 @@ error, a handler that raised), 2 bad usage.
 
     get JOB_ID                         one record
     list [--state S] [--since ISO] [--limit N] [--after JOB_ID]
-    stats                              records per state, the oldest pending job, the backlog
+    stats                              records per state, the oldest pending job, the backlog,
+                                       completion events still owed
     check JOB_ID...                    look jobs up now (the handler's direct path)
     sweep [--shard i/K]                a sweep, as the timer runs it
     replay FILE                        an event, or a message from the failure destination, through the handler
@@ -108,8 +109,14 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     if oldest:
         started = datetime.strptime(oldest[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         age_h = round((datetime.now(timezone.utc) - started).total_seconds() / 3600, 1)
+    owed = list(store.owed())  # completion events not yet taken by every NOTIFY_URL / the bus
+    first_owed = min(owed, key=lambda entry: entry.owed_since, default=None)
     stats = {"records": sum(counts.values()), "by_state": counts, "pending": len(pending),
-             "oldest_pending": {"job_id": oldest[0], "since": oldest[1], "age_hours": age_h} if oldest else None}
+             "oldest_pending": {"job_id": oldest[0], "since": oldest[1], "age_hours": age_h} if oldest else None,
+             "events_owed": len(owed),
+             "oldest_owed": {"job_id": first_owed.job_id, "state": first_owed.state, "since": first_owed.owed_since,
+                             "tries": first_owed.tries, "next_attempt_at": first_owed.next_attempt_at,
+                             "last_error": first_owed.last_error} if first_owed else None}
     if args.json:
         _print_json(stats, out)
         return 0
@@ -119,6 +126,12 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"backlog: {len(pending)} pending job(s) (tracked, not final)\n")
     if oldest:
         out.write(f"oldest pending: {oldest[0]} since {oldest[1]} ({age_h} h)\n")
+    out.write(f"events owed: {len(owed)} (completion events not yet delivered everywhere)\n")
+    if first_owed:
+        out.write(f"oldest owed: {first_owed.job_id} {first_owed.state} since {first_owed.owed_since}, "
+                  f"{first_owed.tries} tries\n")
+        if first_owed.last_error:
+            out.write(_fit(f"  last error: {first_owed.last_error}", WIDTH) + "\n")
     return 0
 
 

@@ -68,8 +68,23 @@ def test_stats_counts_states_and_names_the_oldest_pending_job(recorded):
     stats = json.loads(run("stats", "--json")[1])
     assert stats["records"] == 6 and stats["by_state"]["succeeded"] == 1 and stats["by_state"]["failed"] == 1
     assert stats["pending"] == len(recorded.pending()) >= 3
+    assert (stats["events_owed"], stats["oldest_owed"]) == (0, None)  # NOTIFY_URL unset: nothing is owed
     text = run("stats")[1]
-    assert "backlog" in text
+    assert "backlog" in text and "events owed: 0" in text
+
+
+def test_stats_shows_the_completion_events_still_owed_and_why(seeded, fc, eventbridge):
+    fc.monkeypatch.setenv("NOTIFY_EVENTBRIDGE", "no-such-bus")
+    fc.monkeypatch.setenv("EVENTBRIDGE_ENDPOINT", eventbridge.endpoint)
+    fc.invoke({"JobIds": [JOB["succeeded"], JOB["processing"]]})
+    stats = json.loads(run("stats", "--json")[1])
+    assert stats["events_owed"] == 1
+    oldest = stats["oldest_owed"]
+    assert (oldest["job_id"], oldest["state"], oldest["tries"]) == (JOB["succeeded"], "succeeded", 1)
+    assert "EventBusNotExist" in oldest["last_error"]
+    text = run("stats")[1]
+    assert "events owed: 1" in text and "EventBusNotExist" in text
+    assert all(len(line) <= cli.WIDTH for line in text.splitlines())
 
 
 def test_check_and_sweep_run_the_handler_and_fail_with_it(recorded, seeded):
