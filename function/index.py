@@ -116,7 +116,11 @@ def _handle(event: Any, context: Any) -> Any:
     # callbacks up, and put their events on the bus, at once (no-ops once the clients exist).
     app.gateway.prepare()
     if app.bus is not None:
-        app.bus.prepare()
+        try:
+            app.bus.prepare()
+        except Exception as exc:  # noqa: BLE001 - the run succeeded: its events stay owed, its answer stands
+            logger.warning("the EventBridge client could not be built (%s: %s); events for the bus stay owed",
+                           type(exc).__name__, str(exc)[:200])
     return summary
 
 

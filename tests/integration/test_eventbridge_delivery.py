@@ -172,3 +172,19 @@ def test_a_bus_that_is_down_never_holds_a_webhooks_events_back(seeded, on_bus, e
     assert set(entries) == set(jobs)  # still owed to the bus, and to nothing else
     bus_key = on_bus.index._app.bus.key
     assert all(len(entry.endpoints_done) == 1 and bus_key not in entry.endpoints_done for entry in entries.values())
+
+
+def test_a_bus_client_that_cannot_be_built_never_fails_an_invocation_that_succeeded(seeded, on_bus, monkeypatch,
+                                                                                   caplog):
+    """Preparing the bus after a run is an optimisation: its failure keeps the run's answer (FC
+    would otherwise retry a run that recorded everything) and the events stay owed."""
+    from ice_upload_sync import eventbridge
+
+    def broken(self):
+        raise ImportError("No module named 'alibabacloud_eventbridge20200401'")
+
+    monkeypatch.setattr(eventbridge.EventBridgeBus, "_load_sdk", broken)
+    summary = on_bus.invoke({"JobIds": [JOB["succeeded"]]})
+    assert (summary["written"], summary["notified"], summary["notify_failed"]) == (1, 0, 1)
+    assert set(on_bus.owed()) == {JOB["succeeded"]}
+    assert "EventBridge client could not be built" in caplog.text
