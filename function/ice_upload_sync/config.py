@@ -314,10 +314,18 @@ def parse_service_endpoint(name: str, value: Optional[str], default_host: str) -
         return ServiceEndpoint("https", default_host)
     if "://" not in value:
         value = "https://" + value
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
-            or parts.query or parts.fragment or "@" in parts.netloc:
-        raise ConfigError(f"{name} {value!r} must be host[:port] or http(s)://host[:port]")
+    shape = f"{name} {value!r} must be host[:port] or http(s)://host[:port]"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # checked only when asked for: "host:abc", "host:99999"
+    except ValueError:
+        raise ConfigError(shape) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or "@" in parts.netloc or port == 0:
+        raise ConfigError(shape)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        # The SDK sends the STS token in a header: in the clear, anyone on the path could use it.
+        raise ConfigError(f"{name} {value!r} must use https:// (http:// is only for loopback emulators)")
     return ServiceEndpoint(parts.scheme, parts.netloc)
 
 

@@ -45,6 +45,7 @@ class PutResult:
     outcome: str
     status: Optional[int] = None
     error: Optional[str] = None
+    retry_after_s: Optional[float] = None  # the gateway's x-acs-retry-after (milliseconds), when throttled
 
 
 class EventBridgeBus:
@@ -200,8 +201,11 @@ def error_outcome(exc: Any) -> PutResult:
     if status is None:  # the SDK's own ClientException before any request (a bad parameter)
         return PutResult(GIVE_UP_AFTER_TRIES, None, _text(f"EventBridge request refused by the SDK: {code}",
                                                           getattr(exc, "message", None), None))
+    wait_ms = getattr(exc, "retry_after", None)  # ThrottlingException, from x-acs-retry-after
+    wait_s = wait_ms / 1000.0 if isinstance(wait_ms, (int, float)) and wait_ms > 0 else None
     return PutResult(_classify_code(code, status), status,
-                     _text(f"EventBridge answered HTTP {status} {code}", said, getattr(exc, "request_id", None)))
+                     _text(f"EventBridge answered HTTP {status} {code}", said, getattr(exc, "request_id", None)),
+                     wait_s)
 
 
 def _classify_code(code: str, status: Optional[int]) -> str:

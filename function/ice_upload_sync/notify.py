@@ -263,7 +263,7 @@ def _deliver_to(slots: List[Optional[EndpointResult]], index: int, endpoint: Tar
             status, error, retry_after = _post(endpoint.url, event.body, headers, timeout_s)
         else:  # a bus (eventbridge.EventBridgeBus): its answer is classified by its own rules
             put = endpoint.put(event, timeout_s)
-            outcome, status, error, retry_after = put.outcome, put.status, put.error, None
+            outcome, status, error, retry_after = put.outcome, put.status, put.error, put.retry_after_s
     except Exception as exc:  # noqa: BLE001 - deliver never raises; the class name is enough to act on
         status, error, retry_after, outcome = None, f"unexpected {type(exc).__name__}", None, None
     if outcome is None:
@@ -382,8 +382,11 @@ class Owed:
     """An event the store owes: one per job, replaced when the job reaches a newer announced state.
 
     Times are ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), so they sort as text. ``tries`` counts attempts
-    that sent something; ``endpoints_done`` holds the ``NotifyEndpoint.key`` of every endpoint
-    that needs nothing more (it answered 2xx, or was given up): a retry goes only to the others.
+    that sent something (it sets the backoff); ``target_tries`` counts, per target ``key`` not
+    yet done, the attempts that sent to that target (a target is given up after its own
+    tries: one skipped while another was retried has not been tried); ``endpoints_done`` holds
+    the ``key`` of every target that needs nothing more (it answered 2xx, or was given up): a
+    retry goes only to the others.
     """
 
     job_id: str
@@ -394,6 +397,7 @@ class Owed:
     next_attempt_at: str = ""  # "" (as built by for_record): owed_since, i.e. at once
     last_error: Optional[str] = None
     endpoints_done: Tuple[str, ...] = ()
+    target_tries: Tuple[Tuple[str, int], ...] = ()  # (key, tries), sorted; absent in entries before it existed
 
     def __post_init__(self) -> None:
         if not self.next_attempt_at:
@@ -414,7 +418,7 @@ class Owed:
         return json.dumps({
             "job_id": self.job_id, "state": self.state, "event_id": self.event_id, "owed_since": self.owed_since,
             "tries": self.tries, "next_attempt_at": self.next_attempt_at, "last_error": self.last_error,
-            "endpoints_done": list(self.endpoints_done),
+            "endpoints_done": list(self.endpoints_done), "target_tries": dict(self.target_tries),
         }, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
     @classmethod
@@ -450,10 +454,14 @@ class Owed:
         done = data.get("endpoints_done")
         if not isinstance(done, list) or not all(isinstance(key, str) for key in done):
             problems.append("endpoints_done")
+        target_tries = data.get("target_tries", {})
+        if not isinstance(target_tries, dict) or not all(
+                isinstance(key, str) and type(count) is int and count >= 0 for key, count in target_tries.items()):
+            problems.append("target_tries")
         if problems:
             raise BadOutboxEntry(f"outbox entry of job {job_id} has bad {', '.join(problems)}")
         return cls(job_id, state, identifier, times["owed_since"], tries, times["next_attempt_at"], last_error,
-                   tuple(done))
+                   tuple(done), tuple(sorted(target_tries.items())))
 
 
 def owes_notification(before: Optional[JobRecord], after: JobRecord, states: Collection[str]) -> bool:
@@ -508,6 +516,7 @@ class Progress:
     delivered: Tuple[Target, ...] = ()
     given_up: Tuple[Target, ...] = ()
     failed: Tuple[Target, ...] = ()  # not delivered this time, tried again later
+    unreachable: Tuple[Target, ...] = ()  # of ``failed``, those that answered ``retry``: down, not refusing this event
 
     @property
     def settled(self) -> bool:
@@ -519,41 +528,46 @@ def advance(entry: Owed, result: DeliveryResult, *, now: datetime, max_age: time
     """The outbox entry after ``result``: the retry policy of contract section 9.
 
     - 2xx: that endpoint is done.
-    - ``give_up_after_tries`` (4xx, 3xx): given up (done, logged as an error) on the entry's
+    - ``give_up_after_tries`` (4xx, 3xx): given up (done, logged as an error) on that target's
       ``GIVE_UP_AFTER_TRIES_COUNT``-th try, else tried again after the backoff.
     - ``retry`` (timeout, connection error, 408, 429, 5xx): tried again after the backoff (or
       the answer's Retry-After, when longer) until ``max_age`` after the entry was owed, then
       given up; the last try is moved to that limit rather than skipped past it.
-    - ``not_tried``: nothing changes for that endpoint (no try is counted).
+    - ``not_tried``: nothing changes for that endpoint (no try is counted for it).
 
     The entry is settled (``entry`` None) when every endpoint in ``result`` is done.
     """
     if not any(item.outcome != NOT_TRIED for item in result.results):
         return Progress(entry)
     tries = entry.tries + 1
+    own_tries = dict(entry.target_tries)
     done = list(entry.endpoints_done)
-    delivered, given_up, failed = [], [], []
+    delivered, given_up, failed, unreachable = [], [], [], []
     aged_out = now >= parse_time(entry.owed_since) + max_age
     errors, waits = [], []
     for item in result.results:
-        if item.outcome == DELIVERED:
-            delivered.append(item.endpoint)
-        elif item.outcome == NOT_TRIED:
+        key = item.endpoint.key
+        if item.outcome == NOT_TRIED:
             failed.append(item.endpoint)
             continue
-        elif (item.outcome == GIVE_UP_AFTER_TRIES and tries >= GIVE_UP_AFTER_TRIES_COUNT) or \
+        own_tries[key] = own_tries.get(key, 0) + 1
+        if item.outcome == DELIVERED:
+            delivered.append(item.endpoint)
+        elif (item.outcome == GIVE_UP_AFTER_TRIES and own_tries[key] >= GIVE_UP_AFTER_TRIES_COUNT) or \
                 (item.outcome == RETRY and aged_out):
             given_up.append(item.endpoint)
             logger.error("notify: job %s %s (event %s) to %s given up after %d tries over %s: %s", entry.job_id,
-                         event_type(entry.state), entry.event_id, item.endpoint.host, tries,
+                         event_type(entry.state), entry.event_id, item.endpoint.host, own_tries[key],
                          now - parse_time(entry.owed_since), item.error)
         else:
             failed.append(item.endpoint)
+            if item.outcome == RETRY:
+                unreachable.append(item.endpoint)
             errors.append(f"{item.endpoint.host}: {item.error}")
             waits.append(item.retry_after_s or 0.0)
             continue
-        if item.endpoint.key not in done:
-            done.append(item.endpoint.key)
+        if key not in done:
+            done.append(key)
     if not failed:
         return Progress(None, tuple(delivered), tuple(given_up))
     next_attempt = now + timedelta(seconds=max([retry_delay_s(tries, rand=rand), *waits]))
@@ -562,8 +576,9 @@ def advance(entry: Owed, result: DeliveryResult, *, now: datetime, max_age: time
         next_attempt = min(next_attempt, limit)
     updated = replace(entry, tries=tries, next_attempt_at=format_time(next_attempt),
                       last_error=("; ".join(errors)[:_ERROR_TEXT_MAX] or entry.last_error),
-                      endpoints_done=tuple(done))
-    return Progress(updated, tuple(delivered), tuple(given_up), tuple(failed))
+                      endpoints_done=tuple(done),
+                      target_tries=tuple(sorted((key, count) for key, count in own_tries.items() if key not in done)))
+    return Progress(updated, tuple(delivered), tuple(given_up), tuple(failed), tuple(unreachable))
 
 
 def attempt(entry: Owed, record: JobRecord, *, region: str, endpoints: Sequence[Target],

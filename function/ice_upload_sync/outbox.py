@@ -106,10 +106,11 @@ class Outbox:
     def _try(self, entry: notify.Owed, record: JobRecord, now: datetime, deadline: float, counts: Counts,
              down: Set[str]) -> None:
         pending = entry.pending_endpoints(self.targets)
-        if deadline - time.monotonic() < MIN_TRY_S or all(target.key in down for target in pending):
+        if deadline - time.monotonic() < MIN_TRY_S or (pending and all(target.key in down for target in pending)):
             # owed in the store: a later invocation delivers it. A target that just timed out or
-            # refused would cost every remaining entry its timeout; it is skipped for the rest of
-            # this one (``skip`` below), while the other targets still get their events.
+            # failed to connect would cost every remaining entry its timeout; it is skipped for
+            # the rest of this one (``skip`` below), while the other targets still get their
+            # events. (No target pending at all: ``attempt`` settles the entry.)
             counts.notify_failed += len(pending)
             return
         try:
@@ -123,7 +124,9 @@ class Outbox:
             return
         counts.notified += len(progress.delivered)
         counts.notify_failed += len(progress.given_up) + len(progress.failed)
-        down.update(endpoint.key for endpoint in progress.failed)
+        # Only a target that is down is skipped: one refusing this event (a 400, an entry the
+        # bus refused) may take the next one.
+        down.update(target.key for target in progress.unreachable)
         if progress.settled:
             self._store_call(self.store.settle, entry.job_id, entry.event_id)
         elif progress.entry != entry:

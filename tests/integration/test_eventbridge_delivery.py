@@ -188,3 +188,42 @@ def test_a_bus_client_that_cannot_be_built_never_fails_an_invocation_that_succee
     assert (summary["written"], summary["notified"], summary["notify_failed"]) == (1, 0, 1)
     assert set(on_bus.owed()) == {JOB["succeeded"]}
     assert "EventBridge client could not be built" in caplog.text
+
+
+def test_an_entry_owed_only_to_a_bus_no_longer_configured_is_settled(seeded, on_bus, eventbridge):
+    """NOTIFY_EVENTBRIDGE removed while an event was still owed to it: nothing is left to send to."""
+    with WebhookReceiver(SECRET) as receiver:
+        on_bus.monkeypatch.setenv("NOTIFY_URL", receiver.url)
+        on_bus.monkeypatch.setenv("NOTIFY_SECRET", SECRET)
+        eventbridge.fail_next(1, status=503, code="ServiceUnavailable")
+        on_bus.invoke({"JobIds": [JOB["succeeded"]]})
+        assert set(on_bus.owed()) == {JOB["succeeded"]} and len(receiver.events) == 1
+        on_bus.monkeypatch.delenv("NOTIFY_EVENTBRIDGE")
+        on_bus.restart()
+        on_bus.make_due()
+        summary = on_bus.invoke(SWEEP)
+    assert on_bus.owed() == {} and (summary["notified"], summary["notify_failed"]) == (0, 0)
+    assert len(receiver.events) == 1 and len(eventbridge.calls()) == 1
+
+
+def test_an_event_the_bus_refuses_never_holds_the_next_ones_back(seeded, on_bus, eventbridge):
+    """A refusal is about that event (its size, its fields): the bus takes the others at once."""
+    jobs = [JOB["succeeded"], JOB["failed"], JOB["vod"]]
+    eventbridge.fail_entries_next(1, "EventInvalid", "refused")
+    summary = on_bus.invoke({"JobIds": jobs})
+    assert (summary["notified"], summary["notify_failed"]) == (2, 1)
+    assert len(eventbridge.calls()) == 3 and len(eventbridge.events(BUS)) == 2
+    assert len(on_bus.owed()) == 1
+
+
+def test_a_throttled_bus_is_tried_again_no_sooner_than_it_asked(seeded, on_bus, eventbridge):
+    from datetime import datetime, timedelta, timezone
+
+    from ice_upload_sync.records import parse_time
+
+    eventbridge.throttle_next(1, retry_after_ms=600_000)
+    before = datetime.now(timezone.utc)
+    assert on_bus.invoke({"JobIds": [JOB["succeeded"]]})["notify_failed"] == 1
+    entry = on_bus.owed()[JOB["succeeded"]]
+    assert parse_time(entry.next_attempt_at) >= before + timedelta(seconds=599)  # not the 1-minute backoff
+    assert "TooManyRequests" in entry.last_error

@@ -150,3 +150,10 @@ def test_any_answer_is_classified_never_raised_and_only_a_clear_yes_is_delivered
         assert not any(entry.error_code for entry in entries)
     else:
         assert result.error and len(result.error) <= 320
+
+
+def test_a_throttled_put_waits_as_long_as_the_gateway_asks():
+    throttled = exceptions.ThrottlingException(status_code=429, code="TooManyRequests", data={}, retry_after=90000)
+    assert error_outcome(throttled).retry_after_s == 90.0
+    assert error_outcome(exceptions.ClientException(status_code=429, code="TooManyRequests", data={})) \
+        .retry_after_s is None

@@ -175,10 +175,19 @@ def test_eventbridge_endpoint_overrides(value, url):
 
 
 @pytest.mark.parametrize("value", ["ftp://eb.example", "https://eb.example/path", "https://eb.example/?a=1",
-                                   "https://user:pw@eb.example", "https://"])
+                                   "https://user:pw@eb.example", "https://", "https://eb.example:abc",
+                                   "eb.example:99999", "https://:443", "https://[::1", "https://eb.example:0"])
 def test_an_unusable_eventbridge_endpoint_stops_the_function(value):
     with pytest.raises(ConfigError, match="EVENTBRIDGE_ENDPOINT .* must be host"):
         Settings.from_env({"EVENTBRIDGE_ENDPOINT": value})
+
+
+@pytest.mark.parametrize("name", ["EVENTBRIDGE_ENDPOINT", "ICE_ENDPOINT"])
+def test_plain_http_is_for_loopback_emulators_only(name):
+    """The SDKs send the STS token in a header: over http:// only to this machine."""
+    with pytest.raises(ConfigError, match=f"{name} 'http://eb.example.com' must use https://"):
+        Settings.from_env({name: "http://eb.example.com"})
+    assert Settings.from_env({name: "http://localhost:8081"})
 
 
 def test_an_empty_notify_secret_is_unset_as_the_template_passes_it():
@@ -304,9 +313,16 @@ def test_an_entry_is_owed_at_once_and_round_trips_through_json():
     assert (entry.job_id, entry.state, entry.event_id, entry.tries) == ("job00001", "succeeded",
                                                                         event_id("job00001", "succeeded"), 0)
     assert entry.next_attempt_at == NOW and entry.due(T0) and not entry.due(T0 - timedelta(seconds=1))
-    busy = replace(entry, tries=2, last_error="hooks.example.com: HTTP 503", endpoints_done=(HOOK.key,))
+    busy = replace(entry, tries=2, last_error="hooks.example.com: HTTP 503", endpoints_done=(HOOK.key,),
+                   target_tries=((OTHER.key, 2),))
     assert Owed.from_json(busy.to_json()) == busy
     assert Owed.from_json(entry.to_json()) == entry
+
+
+def test_an_entry_written_before_per_target_tries_still_reads():
+    raw = json.loads(Owed.for_record(final(), NOW).to_json())
+    del raw["target_tries"]
+    assert Owed.from_json(json.dumps(raw).encode()).target_tries == ()
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -317,6 +333,12 @@ def test_an_entry_is_owed_at_once_and_round_trips_through_json():
      "job j1 has bad state, event_id, owed_since, next_attempt_at, tries, last_error, endpoints_done"),
     (b'{"job_id": "j1", "state": "failed", "event_id": "e", "owed_since": "2026-11-25T03:00:00Z", "tries": true,'
      b' "next_attempt_at": "2026-11-25T03:00:00Z", "last_error": null, "endpoints_done": []}', "bad tries"),
+    (b'{"job_id": "j1", "state": "failed", "event_id": "e", "owed_since": "2026-11-25T03:00:00Z", "tries": 1,'
+     b' "next_attempt_at": "2026-11-25T03:00:00Z", "last_error": null, "endpoints_done": [],'
+     b' "target_tries": {"k": -1}}', "bad target_tries"),
+    (b'{"job_id": "j1", "state": "failed", "event_id": "e", "owed_since": "2026-11-25T03:00:00Z", "tries": 1,'
+     b' "next_attempt_at": "2026-11-25T03:00:00Z", "last_error": null, "endpoints_done": [],'
+     b' "target_tries": [["k", 1]]}', "bad target_tries"),
 ])
 def test_a_garbled_entry_is_refused_saying_what_is_wrong(raw, message):
     with pytest.raises(BadOutboxEntry, match=message):
@@ -400,6 +422,28 @@ def test_endpoints_that_answered_are_not_sent_again():
     assert progress.entry.endpoints_done == (HOOK.key,) and progress.delivered == (HOOK,)
     assert progress.entry.pending_endpoints((HOOK, OTHER)) == (OTHER,)
     assert Owed.from_json(progress.entry.to_json()).pending_endpoints((HOOK, OTHER)) == (OTHER,)
+
+
+def test_a_target_is_given_up_after_its_own_tries_not_another_targets():
+    """OTHER is retried (down) while HOOK is skipped twice; HOOK's first 403 is its first try, not the third."""
+    entry = owed()
+    for _ in range(2):
+        skipped = EndpointResult(HOOK, NOT_TRIED, error=notify.SKIPPED)
+        progress = advance(entry, result(EndpointResult(OTHER, RETRY, None, "timed out"), skipped),
+                           now=T0, max_age=MAX_AGE)
+        entry = progress.entry
+    assert entry.tries == 2 and dict(entry.target_tries) == {OTHER.key: 2}
+    refused = EndpointResult(HOOK, GIVE_UP_AFTER_TRIES, 403, "HTTP 403")
+    progress = advance(entry, result(EndpointResult(OTHER, RETRY, None, "timed out"), refused),
+                       now=T0, max_age=MAX_AGE)
+    assert progress.given_up == () and dict(progress.entry.target_tries) == {OTHER.key: 3, HOOK.key: 1}
+    assert progress.unreachable == (OTHER,)  # HOOK refused this event: it is not down
+
+
+def test_only_a_target_that_answered_retry_is_unreachable():
+    progress = advance(owed(), result(EndpointResult(HOOK, GIVE_UP_AFTER_TRIES, 400, "HTTP 400"),
+                                      EndpointResult(OTHER, RETRY, 503, "HTTP 503")), now=T0, max_age=MAX_AGE)
+    assert progress.failed == (HOOK, OTHER) and progress.unreachable == (OTHER,)
 
 
 def test_an_attempt_that_sent_nothing_counts_no_try():
