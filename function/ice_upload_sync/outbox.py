@@ -10,6 +10,9 @@ the ``NOTIFY_EVENTBRIDGE`` bus, each settled on its own (``Owed.endpoints_done``
 - every sweep retries what is still owed and due, final jobs included (they are no longer
   pending, so the outbox is listed on its own), with the backoff of ``notify.advance``.
 
+Both send ``ICE_CONCURRENCY`` events at once (each to all its targets in parallel): a backlog
+is bound by the targets' round trips, not by our CPU (tests/bench/bench_notify.py).
+
 A 2xx from every target (the bus: its ``PutEvents`` accepted) settles the entry (removed only
 if it still holds that event, so a newer state's entry is never lost); a failure reschedules
 it. The answer counts ``notified`` (targets that took the event) and ``notify_failed``
@@ -17,15 +20,20 @@ it. The answer counts ``notified`` (targets that took the event) and ``notify_fa
 """
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Optional, Protocol, Set, Tuple
+from typing import Callable, Deque, Iterable, Iterator, Optional, Protocol, Set, Tuple
 
 from . import notify
 from .config import Settings
 from .errors import StoreError
 from .events import Shard
+from .logs import ContextThreadPool
 from .records import JobRecord, UnencodableRecord, format_time
 from .stores.base import RecordStore
 
@@ -52,6 +60,9 @@ class Outbox:
         # Where events go: every NOTIFY_URL endpoint, and the EventBridge bus; each is settled on its own.
         self.targets: Tuple[notify.Target, ...] = (*settings.notify_endpoints, *((bus,) if bus is not None else ()))
         self.enabled = bool(self.targets)
+        # Events in flight at once, each to all its targets: ICE_CONCURRENCY, the function's
+        # measure of how many outbound calls an instance keeps open.
+        self.concurrency = max(1, settings.ice_concurrency)
         self.max_age = timedelta(hours=settings.max_track_age_hours)
 
     def deliver_now(self, records: Iterable[JobRecord], *, deadline: float, counts: Counts) -> None:
@@ -60,29 +71,55 @@ class Outbox:
             return
         now = self.clock()
         down: Set[str] = set()
-        for record in records:
-            self._try(notify.Owed.for_record(record, format_time(now)), record, now, deadline, counts, down)
+        tally = _Tally(counts)
+        self._in_parallel((functools.partial(self._try, notify.Owed.for_record(record, format_time(now)), record, now,
+                                             deadline, tally, down) for record in records), deadline)
 
     def deliver_due(self, *, deadline: float, counts: Counts, shard: Optional[Shard] = None) -> None:
         """Every owed entry that is due (a sweep's last step), until ``deadline``."""
         if not self.enabled:
             return
         now = self.clock()
-        down: Set[str] = set()  # endpoints that failed this invocation: the next sweep tries them again
-        try:
-            entries = self.store.owed()
-            for entry in entries:
-                if deadline - time.monotonic() < MIN_TRY_S:
-                    return
+        down: Set[str] = set()  # targets down this invocation: the next sweep tries them again
+        tally = _Tally(counts)
+
+        def due() -> Iterator[Callable[[], None]]:
+            for entry in self.store.owed():
                 if shard is not None and entry.job_id not in shard:
                     continue
-                if not entry.due(now):
-                    continue
-                self._settle_one(entry, now, deadline, counts, down)
+                if entry.due(now):
+                    yield functools.partial(self._settle_one, entry, now, deadline, tally, down)
+
+        try:
+            self._in_parallel(due(), deadline)
         except StoreError as exc:  # the outbox stays as it is: the next sweep tries again
             logger.error("notify: cannot list the outbox: %s", exc)
 
-    def _settle_one(self, entry: notify.Owed, now: datetime, deadline: float, counts: Counts,
+    def _in_parallel(self, tasks: Iterable[Callable[[], None]], deadline: float) -> None:
+        """Run ``tasks`` (one event each), ``concurrency`` at once, taking no new one past ``deadline``.
+
+        Delivering is waiting on the targets' round trips: a backlog sent one event at a time
+        takes its size times the slowest round trip. Tasks are taken from the iterator as
+        workers free up (a window of twice the workers), so a long outbox is never held whole.
+        """
+        if self.concurrency == 1:
+            for task in tasks:
+                if deadline - time.monotonic() < MIN_TRY_S:
+                    return
+                task()
+            return
+        with ContextThreadPool(max_workers=self.concurrency, thread_name_prefix="notify") as pool:
+            window: Deque[Future] = deque()
+            for task in tasks:
+                if deadline - time.monotonic() < MIN_TRY_S:
+                    break
+                window.append(pool.submit(task))
+                if len(window) >= 2 * self.concurrency:
+                    window.popleft().result()
+            for future in window:
+                future.result()
+
+    def _settle_one(self, entry: notify.Owed, now: datetime, deadline: float, counts: _Tally,
                     down: Set[str]) -> None:
         try:
             record = self.store.load(entry.job_id)
@@ -103,7 +140,7 @@ class Outbox:
         assert record is not None
         self._try(entry, record, now, deadline, counts, down)
 
-    def _try(self, entry: notify.Owed, record: JobRecord, now: datetime, deadline: float, counts: Counts,
+    def _try(self, entry: notify.Owed, record: JobRecord, now: datetime, deadline: float, counts: _Tally,
              down: Set[str]) -> None:
         pending = entry.pending_endpoints(self.targets)
         if deadline - time.monotonic() < MIN_TRY_S or (pending and all(target.key in down for target in pending)):
@@ -111,7 +148,7 @@ class Outbox:
             # failed to connect would cost every remaining entry its timeout; it is skipped for
             # the rest of this one (``skip`` below), while the other targets still get their
             # events. (No target pending at all: ``attempt`` settles the entry.)
-            counts.notify_failed += len(pending)
+            counts.add(failed=len(pending))
             return
         try:
             progress = notify.attempt(
@@ -122,8 +159,7 @@ class Outbox:
             logger.error("notify: job %s: %s; its event is dropped", entry.job_id, exc)
             self._store_call(self.store.settle, entry.job_id, entry.event_id)
             return
-        counts.notified += len(progress.delivered)
-        counts.notify_failed += len(progress.given_up) + len(progress.failed)
+        counts.add(notified=len(progress.delivered), failed=len(progress.given_up) + len(progress.failed))
         # Only a target that is down is skipped: one refusing this event (a 400, an entry the
         # bus refused) may take the next one.
         down.update(target.key for target in progress.unreachable)
@@ -141,3 +177,16 @@ class Outbox:
         except StoreError as exc:
             logger.error("notify: outbox %s failed: %s", getattr(method, "__name__", "write"), exc)
             return False
+
+
+class _Tally:
+    """The answer's ``notified`` / ``notify_failed``, added to from several delivery threads."""
+
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
+        self._lock = threading.Lock()
+
+    def add(self, *, notified: int = 0, failed: int = 0) -> None:
+        with self._lock:
+            self.counts.notified += notified
+            self.counts.notify_failed += failed

@@ -1,7 +1,7 @@
 """Completion-event delivery benchmark: a sweep that delivers a backlog of owed events.
 
     .venv/bin/python -m tests.bench.bench_notify [--events 100 1000] [--targets webhook eventbridge both]
-                                                 [--latency-ms 0] [--json]
+                                                 [--latency-ms 0] [--concurrency 1 8] [--json]
 
 The hard case of section 9: the endpoint or the bus was down for a while, N final jobs owe
 their event, and the next sweep delivers them all. For each N and target set, N final
@@ -18,8 +18,8 @@ Targets: ``webhook`` (one ``NOTIFY_URL``: tests/emulators/webhook_receiver.py, w
 every signature with the standardwebhooks library), ``eventbridge`` (``NOTIFY_EVENTBRIDGE``:
 tests/emulators/eventbridge.py through the official SDK, ACS3-signed), or ``both``. The
 servers run in processes of their own, so their CPU is not the sweep's; ``--latency-ms``
-delays each EventBridge answer. Entries are delivered one after the other (each to every
-target in parallel), so the wall time is about N x the slowest target's round trip.
+delays each EventBridge answer. ``ICE_CONCURRENCY`` events are in flight at once (each to
+all its targets in parallel); ``--concurrency 1`` shows one at a time.
 """
 from __future__ import annotations
 
@@ -99,13 +99,13 @@ def child(env: Dict[str, str]) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run(events: int, targets: str, latency_ms: float) -> dict:
+def run(events: int, targets: str, latency_ms: float, concurrency: int = 8) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-notify-") as work:
         root = Path(work) / "records"
         seed(root, events)
         env = {"RECORD_STORE": f"file://{root}", "ICE_ENDPOINT": "http://127.0.0.1:9", "ICE_REGION": "cn-shanghai",
                "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-               "CALLBACK_AUTH_KEY": "bench"}
+               "CALLBACK_AUTH_KEY": "bench", "ICE_CONCURRENCY": str(concurrency)}
         webhook = WebhookProcess() if targets in ("webhook", "both") else None
         bus = EventBridgeProcess(latency_ms=latency_ms) if targets in ("eventbridge", "both") else None
         try:
@@ -124,7 +124,7 @@ def run(events: int, targets: str, latency_ms: float) -> dict:
                     server.__exit__(None, None, None)
     result = json.loads(output.stdout.strip().splitlines()[-1])
     targets_count = 2 if targets == "both" else 1
-    return {"events": events, "targets": targets, "latency_ms": latency_ms, **result,
+    return {"events": events, "targets": targets, "latency_ms": latency_ms, "concurrency": concurrency, **result,
             "cpu_ms_per_event": 1000 * result["cpu_s"] / events,
             "complete": result["notified"] == events * targets_count}
 
@@ -135,6 +135,8 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--targets", nargs="+", choices=["webhook", "eventbridge", "both"],
                         default=["webhook", "eventbridge", "both"])
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8],
+                        help="ICE_CONCURRENCY: events in flight at once (default 8, the function's default)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -142,18 +144,21 @@ def main(argv: List[str] = None) -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
     if not args.json:
-        print(f"{'events':>7} {'targets':>12} {'wall s':>8} {'CPU s':>7} {'CPU ms/event':>13} {'notified':>9} "
-              f"{'peak RSS MB':>12}")
+        print(f"{'events':>7} {'targets':>12} {'in flight':>9} {'wall s':>8} {'CPU s':>7} {'CPU ms/event':>13} "
+              f"{'notified':>9} {'peak RSS MB':>12}")
     for events in args.events:
         for targets in args.targets:
-            result = run(events, targets, args.latency_ms)
-            if args.json:
-                print(json.dumps(result))
-            else:
-                print(f"{events:>7} {targets:>12} {result['wall_s']:>8.2f} {result['cpu_s']:>7.2f} "
-                      f"{result['cpu_ms_per_event']:>13.2f} {result['notified']:>9} {result['peak_rss_mb']:>12.0f}"
-                      + ("" if result["complete"] else "  INCOMPLETE"))
+            for concurrency in args.concurrency:
+                report(run(events, targets, args.latency_ms, concurrency), args.json)
 
+
+def report(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(f"{result['events']:>7} {result['targets']:>12} {result['concurrency']:>9} {result['wall_s']:>8.2f} "
+          f"{result['cpu_s']:>7.2f} {result['cpu_ms_per_event']:>13.2f} {result['notified']:>9} "
+          f"{result['peak_rss_mb']:>12.0f}" + ("" if result["complete"] else "  INCOMPLETE"))
 
 if __name__ == "__main__":
     main()

@@ -153,8 +153,10 @@ def test_without_notify_eventbridge_nothing_goes_to_the_bus(seeded, fc, eventbri
 
 
 def test_a_bus_that_is_down_never_holds_a_webhooks_events_back(seeded, on_bus, eventbridge):
-    """A target that failed is skipped for the rest of the invocation, and only that target."""
+    """A target that failed is skipped for the rest of the invocation, and only that target.
+    (One event at a time, so that "the rest" is well defined.)"""
     jobs = [JOB["succeeded"], JOB["failed"], JOB["vod"]]
+    on_bus.monkeypatch.setenv("ICE_CONCURRENCY", "1")
     with WebhookReceiver(SECRET) as receiver:
         on_bus.monkeypatch.setenv("NOTIFY_URL", receiver.url)
         on_bus.monkeypatch.setenv("NOTIFY_SECRET", SECRET)
@@ -207,8 +209,10 @@ def test_an_entry_owed_only_to_a_bus_no_longer_configured_is_settled(seeded, on_
 
 
 def test_an_event_the_bus_refuses_never_holds_the_next_ones_back(seeded, on_bus, eventbridge):
-    """A refusal is about that event (its size, its fields): the bus takes the others at once."""
+    """A refusal is about that event (its size, its fields): the bus takes the others at once.
+    (One event at a time, so that the refused one comes first.)"""
     jobs = [JOB["succeeded"], JOB["failed"], JOB["vod"]]
+    on_bus.monkeypatch.setenv("ICE_CONCURRENCY", "1")
     eventbridge.fail_entries_next(1, "EventInvalid", "refused")
     summary = on_bus.invoke({"JobIds": jobs})
     assert (summary["notified"], summary["notify_failed"]) == (2, 1)
