@@ -1,4 +1,5 @@
-"""An OpenAPI SDK client per instance, built on first use and rebuilt when the credentials rotate.
+"""What the OpenAPI SDKs' clients share here: built on first use and rebuilt when the credentials
+rotate (``LazyClient``), and how their errors without an answer read (``unwrapped``).
 
 The ICE and EventBridge SDKs cost a noticeable share of a cold start to import, so ``bind``
 (every invocation: FC's STS credentials rotate) only remembers the credentials, and the
@@ -9,7 +10,9 @@ pool. Safe to share between threads.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, Tuple, TypeVar
+
+from .redact import first_line
 
 _Client = TypeVar("_Client")
 
@@ -42,3 +45,13 @@ class LazyClient(Generic[_Client]):
                 self._client = self._build(credentials)
                 self._client_credentials = credentials
             return self._client
+
+
+def unwrapped(exc: BaseException) -> Tuple[BaseException, str]:
+    """An SDK error that got no answer, and the first line of its text (URL queries redacted).
+
+    tea-openapi wraps the HTTP library's error in ``UnretryableException.inner_exception``,
+    a darabonba ``RetryError`` that keeps its text in ``message``.
+    """
+    inner = getattr(exc, "inner_exception", None) or exc
+    return inner, first_line(getattr(inner, "message", None) or inner)

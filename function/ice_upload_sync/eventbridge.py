@@ -25,10 +25,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .clients import LazyClient
+from .clients import LazyClient, unwrapped
 from .config import Settings
-from .notify import DELIVERED, GIVE_UP_AFTER_TRIES, RETRY
-from .redact import redact_urls
+from .notify import DELIVERED, GIVE_UP_AFTER_TRIES, RETRY, classify_status
+from .redact import first_line
 
 CONNECT_TIMEOUT_S = 2.0
 _RETRYABLE_CODES = frozenset({
@@ -62,23 +62,14 @@ class EventBridgeBus:
         self.name = settings.notify_eventbridge_bus
         self.region = settings.ice_region
         self.endpoint = settings.eventbridge_endpoint
+        # What the outbox knows of a target: ``key``, recorded once the bus needs nothing more (a
+        # webhook's is a digest of its URL; this one of the region and bus, so the two never
+        # collide), and ``host``, its name in logs.
+        self.key = hashlib.sha256(f"eventbridge:{self.region}/{self.name}".encode("ascii")).hexdigest()[:16]
+        self.host = f"EventBridge bus {self.name}"
         self._sdk: Optional[_Sdk] = None
         self._clients: LazyClient[Any] = LazyClient(
             self._build_client, lambda: RuntimeError("the EventBridge client has no credentials (call bind first)"))
-
-    # -- what the outbox knows of a target ------------------------------------------------
-
-    @property
-    def key(self) -> str:
-        """What the outbox records once the bus needs nothing more (a webhook's key is a digest
-        of its URL; this one of the region and bus, so a bus never collides with a URL)."""
-        return hashlib.sha256(f"eventbridge:{self.region}/{self.name}".encode("ascii")).hexdigest()[:16]
-
-    @property
-    def host(self) -> str:
-        return f"EventBridge bus {self.name}"
-
-    shown = host
 
     def __repr__(self) -> str:
         return f"EventBridgeBus({self.name!r}, {self.endpoint.host!r})"
@@ -140,7 +131,7 @@ class EventBridgeBus:
                                          autoretry=False)
         except Exception as exc:  # noqa: BLE001 - an SDK that cannot be loaded or configured: try again later
             return PutResult(RETRY, None, f"EventBridge client not available: {type(exc).__name__}: "
-                                          f"{_first_line(exc)}")
+                                          f"{first_line(exc, _ERROR_TEXT_MAX)}")
         try:
             response = client.put_events_with_options(request, runtime)
         except sdk.AlibabaCloudException as exc:
@@ -209,7 +200,8 @@ def error_outcome(exc: Any) -> PutResult:
 
 
 def _classify_code(code: str, status: Optional[int]) -> str:
-    if status is not None and (status in (408, 429) or status >= 500):
+    """Retried when the HTTP status is one a webhook's would be retried for, or the code says so."""
+    if status is not None and classify_status(status) == RETRY:
         return RETRY
     if code in _RETRYABLE_CODES or code.startswith(("Throttling", "Internal", "ServiceUnavailable")):
         return RETRY
@@ -217,17 +209,12 @@ def _classify_code(code: str, status: Optional[int]) -> str:
 
 
 def _text(head: str, said: Any, request_id: Any) -> str:
-    text = head + (f": {_first_line(said)}" if said else "") + (f" (request {request_id})" if request_id else "")
+    text = head + (f": {first_line(said, _ERROR_TEXT_MAX)}" if said else "") + \
+        (f" (request {request_id})" if request_id else "")
     return text[:_ERROR_TEXT_MAX * 2]
 
 
 def _network_error(exc: BaseException) -> str:
-    inner = getattr(exc, "inner_exception", None) or exc
-    return f"{type(inner).__name__}: {_first_line(getattr(inner, 'message', None) or inner)}"
-
-
-def _first_line(value: Any) -> str:
-    text = str(value)
-    text = text.splitlines()[0] if text else ""
-    return redact_urls(text)[:_ERROR_TEXT_MAX]
+    inner, detail = unwrapped(exc)
+    return f"{type(inner).__name__}: {detail[:_ERROR_TEXT_MAX]}"
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
-from .clients import LazyClient
+from .clients import LazyClient, unwrapped
 from .config import Settings
 from .errors import ConfigError, UpstreamError
 from .logs import ContextThreadPool
 from .records import UploadInfo
-from .redact import redact_urls
+from .redact import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ def _translate(exc: Exception, exceptions: Any, endpoint: str) -> UpstreamError:
             or code in _RETRYABLE_CODES or code.startswith("Throttling") or status >= 500
         )
         data = getattr(exc, "data", None)
-        said = _first_line((data.get("Message") or data.get("message") or "") if isinstance(data, dict) else "")
+        said = first_line((data.get("Message") or data.get("message") or "") if isinstance(data, dict) else "")
         return UpstreamError(f"ICE answered HTTP {status} {code}{': ' + said if said else ''} (request {request_id})",
                              code=code or None, retryable=retryable)
     return _network_failure(exc, endpoint)
@@ -395,9 +395,8 @@ def _network_failure(exc: BaseException, endpoint: str) -> UpstreamError:
     Timeouts and dropped or reset connections are retried (within the count and the deadline).
     """
     chain = list(_causes(exc))
-    inner = getattr(exc, "inner_exception", None) or exc  # UnretryableException wraps the SDK's RetryError
-    detail = _first_line(getattr(inner, "message", None) or inner)  # RetryError keeps its text in ``message``
-    text = " ".join(_first_line(link) for link in chain)
+    inner, detail = unwrapped(exc)
+    text = " ".join(first_line(link) for link in chain)
     unresolved = [link for link in chain if _is_name_not_resolved(link)]
     if unresolved or _NAME_NOT_RESOLVED_TEXT.search(text):
         cause = _described(unresolved[-1]) if unresolved else detail
@@ -412,7 +411,7 @@ def _network_failure(exc: BaseException, endpoint: str) -> UpstreamError:
 
 
 def _described(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _is_name_not_resolved(exc: BaseException) -> bool:
@@ -437,8 +436,3 @@ def _causes(exc: BaseException, limit: int = 16) -> Iterable[BaseException]:
                 todo.append(nested)
 
 
-def _first_line(exc: Any) -> str:
-    """The first line of an error's text, at most 200 characters, URL queries redacted."""
-    text = str(exc)
-    text = text.splitlines()[0] if text else ""
-    return redact_urls(text)[:200]

@@ -39,6 +39,14 @@ def redact_urls(text: str) -> str:
     return _CREDENTIAL_PARAM.sub(rf"\1={REDACTED}", text)
 
 
+def first_line(value: object, limit: int = 200) -> str:
+    """The first line of ``str(value)`` (an error's text), at most ``limit`` characters, URL
+    queries redacted: what an SDK's error may say in a log line or a stored error."""
+    text = str(value)
+    text = text.splitlines()[0] if text else ""
+    return redact_urls(text)[:limit]
+
+
 _formatter = logging.Formatter()
 
 
