@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Union
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from ice_upload_sync.config import Settings
 from ice_upload_sync.ice import Credentials
 from ice_upload_sync.stores import RecordStore, open_store
@@ -23,6 +24,12 @@ from tests.emulators.ice import IceEmulator
 from tests.emulators.oss_moto import OssMotoServer
 from tests.emulators.tablestore import TablestoreServer
 from tests.scenario import seed_jobs
+
+# No per-example deadline (hypothesis's default is 200 ms): on a busy CI machine one example of
+# a property test can take longer without anything being wrong, and fail the run as flaky.
+# Tests that bound time do it with their own clocks.
+hypothesis_settings.register_profile("busy-machine", deadline=None)
+hypothesis_settings.load_profile("busy-machine")
 
 ACCESS_KEY_ID = "LTAI-test-key-id"
 ACCESS_KEY_SECRET = "test-secret-must-never-be-logged"
