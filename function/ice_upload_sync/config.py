@@ -214,9 +214,7 @@ def parse_notify_urls(value: Optional[str]) -> Tuple[NotifyEndpoint, ...]:
             parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
         except ValueError:
             raise ConfigError(f"NOTIFY_URL {shown!r} has a port that is not a number from 0 to 65535") from None
-        if scheme == "http" and not _is_loopback(parts.hostname):
-            raise ConfigError(f"NOTIFY_URL {shown!r} must use https:// (http:// is only for loopback "
-                              "addresses: 127.0.0.1, ::1, localhost)")
+        _https_unless_loopback("NOTIFY_URL", shown, parts)
         endpoints.append(NotifyEndpoint(url))
     return tuple(endpoints)
 
@@ -283,6 +281,14 @@ def parse_eventbridge_bus(value: Optional[str]) -> Optional[str]:
     return name
 
 
+def _https_unless_loopback(name: str, shown: str, parts: SplitResult) -> None:
+    """Plain http:// only to this machine (tests, emulators, local receivers): anywhere else what
+    travels with the request (an STS token, a signed record) is readable on the way."""
+    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or ""):
+        raise ConfigError(f"{name} {shown!r} must use https:// (http:// is only for loopback addresses: "
+                          "127.0.0.1, ::1, localhost)")
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -323,9 +329,7 @@ def parse_service_endpoint(name: str, value: Optional[str], default_host: str) -
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
             or parts.query or parts.fragment or "@" in parts.netloc or port == 0:
         raise ConfigError(shape)
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        # The SDK sends the STS token in a header: in the clear, anyone on the path could use it.
-        raise ConfigError(f"{name} {value!r} must use https:// (http:// is only for loopback emulators)")
+    _https_unless_loopback(name, value, parts)  # the SDKs send the STS token in a header
     return ServiceEndpoint(parts.scheme, parts.netloc)
 
 
