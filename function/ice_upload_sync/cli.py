@@ -109,11 +109,14 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     if oldest:
         started = datetime.strptime(oldest[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         age_h = round((datetime.now(timezone.utc) - started).total_seconds() / 3600, 1)
-    owed = list(store.owed())  # completion events not yet taken by every NOTIFY_URL / the bus
-    first_owed = min(owed, key=lambda entry: entry.owed_since, default=None)
+    owed, first_owed = 0, None  # completion events not yet taken by every NOTIFY_URL / the bus
+    for entry in store.owed():  # streamed, like the records: an outbox after an outage can be long
+        owed += 1
+        if first_owed is None or entry.owed_since < first_owed.owed_since:
+            first_owed = entry
     stats = {"records": sum(counts.values()), "by_state": counts, "pending": len(pending),
              "oldest_pending": {"job_id": oldest[0], "since": oldest[1], "age_hours": age_h} if oldest else None,
-             "events_owed": len(owed),
+             "events_owed": owed,
              "oldest_owed": {"job_id": first_owed.job_id, "state": first_owed.state, "since": first_owed.owed_since,
                              "tries": first_owed.tries, "next_attempt_at": first_owed.next_attempt_at,
                              "last_error": first_owed.last_error} if first_owed else None}
@@ -126,7 +129,7 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"backlog: {len(pending)} pending job(s) (tracked, not final)\n")
     if oldest:
         out.write(f"oldest pending: {oldest[0]} since {oldest[1]} ({age_h} h)\n")
-    out.write(f"events owed: {len(owed)} (completion events not yet delivered everywhere)\n")
+    out.write(f"events owed: {owed} (completion events not yet delivered everywhere)\n")
     if first_owed:
         out.write(f"oldest owed: {first_owed.job_id} {first_owed.state} since {first_owed.owed_since}, "
                   f"{first_owed.tries} tries\n")
