@@ -555,6 +555,16 @@ def not_found_record(job_id: str, *, source: str, request_id: str, now: str) -> 
     )
 
 
+def settled_by_ice(record: Optional[JobRecord]) -> bool:
+    """The record is final by ICE's own answer (``succeeded`` / ``failed``): nothing left to track.
+
+    ``expired`` is final too, but it is our verdict on a job ICE had not finished, not ICE's:
+    a callback or check for such a job opens tracking again, so the sweep can record the
+    real outcome when it comes (``merge`` lets any real final answer replace ``expired``).
+    """
+    return record is not None and record.final and record.state != "expired"
+
+
 def expire_if_stale(record: JobRecord, *, tracked_since: Optional[str], now: datetime,
                     max_age: timedelta) -> JobRecord:
     """A job still not final after ``max_age`` becomes ``expired`` (final, no longer swept).

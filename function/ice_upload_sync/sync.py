@@ -43,7 +43,7 @@ from .records import (
     well_formed_text,
 )
 from .redact import redact_urls
-from .stores.base import RecordStore, Tracking
+from .stores.base import RecordStore, Tracked, Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +188,13 @@ class SyncService:
             if request.sweep:
                 self._sweep(request, now, summary, deadline, started, writer)
             elif defer_lookups and request.track and not request.upload_urls:
+                # deferred only where a marker makes the next sweep look: a job ICE already
+                # finished has none, and its record stands as ICE last described it
                 for job_id in request.job_ids:
-                    if job_id not in untracked:
+                    if job_id in tracked_ids:
                         summary.add_deferred(job_id)
+                    elif job_id not in untracked:
+                        logger.info("job %s is final by ICE's answer already: its record stands", job_id)
             else:
                 job_ids = [j for j in request.job_ids if j not in untracked]
                 self._check(job_ids, request.upload_urls, request, now, summary, deadline, tracked_ids, writer)
@@ -220,7 +224,7 @@ class SyncService:
     def _track(self, request: SyncRequest, now: datetime, summary: Summary,
                writer: _Writer) -> Tuple[Set[str], Set[str]]:
         """ICE told us these jobs exist: record them as tracked before asking about them."""
-        def track(job_id: str) -> Union[bool, StoreError]:
+        def track(job_id: str) -> Union[Tracked, bool, StoreError]:
             try:
                 return self.store.track(Tracking(job_id, format_time(now), request.source))
             except StoreError as exc:
@@ -234,7 +238,8 @@ class SyncService:
                 failed.add(job_id)
                 continue
             summary.tracked += bool(outcome)
-            tracked.add(job_id)
+            if outcome is not Tracked.SETTLED:  # ICE finished it: no marker, nothing will retry it
+                tracked.add(job_id)
         return tracked, failed
 
     def _sweep(self, request: SyncRequest, now: datetime, summary: Summary, deadline: float, started: float,
@@ -544,13 +549,14 @@ class SyncService:
         if not summary.failed_count:
             return
         still_tracked: List[str] = []
+        stamp = format_time(self.clock())
         for job_id in summary.failed_ids:
             if time.monotonic() >= deadline:
                 break
             if not is_valid_job_id(job_id):
                 continue
             try:
-                if self.store.tracking(job_id) is not None:
+                if self.store.tracking(job_id) is not None or self._reopen(job_id, stamp):
                     still_tracked.append(job_id)
             except Exception as exc:  # noqa: BLE001 - the store is failing: the rest stay failed, and we raise
                 _log_failure("cannot tell whether the jobs not recorded are still tracked", exc)
@@ -560,6 +566,14 @@ class SyncService:
             shown = ", ".join(still_tracked[:10]) + (" ..." if len(still_tracked) > 10 else "")
             logger.error("%d job(s) not recorded but still tracked: the next sweep retries them (%s)",
                          len(still_tracked), shown)
+
+    def _reopen(self, job_id: str, stamp: str) -> bool:
+        """A job we recorded ``expired`` that could not be looked up now: track it again, so
+        the sweep records ICE's real outcome (a check of it says ICE may have one). True if tracked."""
+        stored = self.store.load(job_id)
+        if stored is None or stored.state != "expired":
+            return False
+        return self.store.track(Tracking(job_id, stamp, stored.source)) is not Tracked.SETTLED
 
     def _is_tracked(self, job_id: str) -> bool:
         return self.store.tracking(job_id) is not None or self.store.load(job_id) is not None

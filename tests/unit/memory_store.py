@@ -5,8 +5,8 @@ import threading
 from typing import Dict, Iterator, Optional, Sequence, Set
 
 from ice_upload_sync.errors import StoreError
-from ice_upload_sync.records import JobRecord, MergeResult, merge
-from ice_upload_sync.stores import Tracking
+from ice_upload_sync.records import JobRecord, MergeResult, merge, settled_by_ice
+from ice_upload_sync.stores import Tracked, Tracking
 
 CREATED = "2026-11-25T02:00:00Z"
 
@@ -34,11 +34,14 @@ class MemoryStore:
     def tracking(self, job_id: str) -> Optional[Tracking]:
         return self.markers.get(job_id)
 
-    def track(self, tracking: Tracking) -> bool:
+    def track(self, tracking: Tracking) -> Tracked:
         with self._lock:
-            created = tracking.job_id not in self.markers
-            self.markers.setdefault(tracking.job_id, tracking)
-            return created
+            if tracking.job_id in self.markers:
+                return Tracked.ALREADY
+            if settled_by_ice(self.records.get(tracking.job_id)):
+                return Tracked.SETTLED
+            self.markers[tracking.job_id] = tracking
+            return Tracked.CREATED
 
     def save(self, fresh: JobRecord) -> MergeResult:
         if fresh.job_id in self.unwritable:

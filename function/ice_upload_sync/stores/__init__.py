@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 from ..config import Settings
 from ..errors import ConfigError
-from .base import RecordStore, Tracking
+from .base import RecordStore, Tracked, Tracking
 
-__all__ = ["RecordStore", "Tracking", "open_store"]
+__all__ = ["RecordStore", "Tracked", "Tracking", "open_store"]
 
 
 def open_store(settings: Settings, credentials: Optional[Any] = None) -> RecordStore:

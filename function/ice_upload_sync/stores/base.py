@@ -1,6 +1,7 @@
 """The record store interface every adapter implements."""
 from __future__ import annotations
 
+import enum
 import json
 import os
 import threading
@@ -32,6 +33,17 @@ class Tracking:
         except ValueError:
             data = {}
         return cls(job_id, str(data.get("first_seen_at") or fallback_time), str(data.get("source") or "timer"))
+
+
+class Tracked(enum.Enum):
+    """What ``RecordStore.track`` did; true only for ``CREATED`` (the answer's ``tracked`` counts those)."""
+
+    CREATED = "created"  # a marker was made now (for a new job, or one we had recorded ``expired``)
+    ALREADY = "already"  # a marker existed: the job was tracked already
+    SETTLED = "settled"  # ICE itself made the job final (``records.settled_by_ice``): nothing to track
+
+    def __bool__(self) -> bool:
+        return self is Tracked.CREATED
 
 
 def endpoint_override(variable: str, value: str) -> str:
@@ -106,8 +118,12 @@ class RecordStore(Protocol):
 
     def save(self, fresh: JobRecord) -> MergeResult: ...
 
-    def track(self, tracking: Tracking) -> bool:
-        """Create the marker unless the job is already tracked or final; True if created."""
+    def track(self, tracking: Tracking) -> Tracked:
+        """Create the marker unless the job is already tracked or ICE made it final.
+
+        A job recorded ``expired`` (our verdict, not ICE's) is tracked again: a callback or a
+        check for it means ICE may have an outcome, and the next sweep must be able to record it.
+        """
 
     def tracking(self, job_id: str) -> Optional[Tracking]: ...
 

@@ -38,8 +38,8 @@ from typing import ContextManager, Dict, Iterator, List, Optional, Sequence, Tup
 
 from ..errors import StoreError
 from ..notify import BadOutboxEntry, Owed, owes_notification
-from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json
-from .base import Tracking
+from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json, settled_by_ice
+from .base import Tracked, Tracking
 
 try:  # POSIX (FC, Linux, macOS); elsewhere the thread locks still hold within one process
     import fcntl
@@ -289,18 +289,17 @@ class FileStore:
         except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise StoreError(f"file store {self.root}: record {job_id} is corrupt: {exc}") from None
 
-    def track(self, tracking: Tracking) -> bool:
+    def track(self, tracking: Tracking) -> Tracked:
         job_id = tracking.job_id
         with self._locked(job_id):
             if os.path.lexists(self._marker_path(job_id)):
-                return False
-            stored = self.load(job_id)
-            if stored is not None and stored.final:
-                return False
+                return Tracked.ALREADY
+            if settled_by_ice(self.load(job_id)):
+                return Tracked.SETTLED
             self._write_atomic(self._marker_path(job_id), tracking.to_json())
             # durable before we answer: an HTTP callback is answered 200 after this, and ICE never sends it again
             self._sync_folder(self.pending_dir)
-            return True
+            return Tracked.CREATED
 
     def answer_digests(self, job_ids: Sequence[str]) -> Dict[str, str]:
         """The answer digest bound to each job's record, for the jobs whose binding still holds.

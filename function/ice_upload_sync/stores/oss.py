@@ -41,8 +41,8 @@ from oss2.exceptions import OssError, RequestError
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..notify import BadOutboxEntry, Owed, owes_notification
-from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json
-from .base import ClientCache, Tracking, endpoint_override, in_fc_region
+from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json, settled_by_ice
+from .base import ClientCache, Tracked, Tracking, endpoint_override, in_fc_region
 
 logger = logging.getLogger(__name__)
 
@@ -184,15 +184,14 @@ class OssStore:
         fallback = format_time(written)
         return Tracking.from_json(job_id, raw, fallback)
 
-    def track(self, tracking: Tracking) -> bool:
+    def track(self, tracking: Tracking) -> Tracked:
         job_id = tracking.job_id
         if not self._create(self._marker_key(job_id), tracking.to_json(), f"track job {job_id}"):
-            return False  # already tracked: the first first_seen_at stays
-        stored = self.load(job_id)
-        if stored is not None and stored.final:  # never resurrect a final job
+            return Tracked.ALREADY  # the first first_seen_at stays
+        if settled_by_ice(self.load(job_id)):  # never resurrect a job ICE finished
             self._delete(self._marker_key(job_id), f"untrack job {job_id}")
-            return False
-        return True
+            return Tracked.SETTLED
+        return Tracked.CREATED
 
     def save(self, fresh: JobRecord) -> MergeResult:
         job_id = fresh.job_id

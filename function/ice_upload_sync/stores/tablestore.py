@@ -47,8 +47,16 @@ from tablestore.retry import DefaultRetryPolicy
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..notify import BadOutboxEntry, Owed, owes_notification
-from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, information_fingerprint, merge
-from .base import ClientCache, Tracking, endpoint_override, in_fc_region
+from ..records import (
+    JobRecord,
+    MergeResult,
+    UnencodableRecord,
+    format_time,
+    information_fingerprint,
+    merge,
+    settled_by_ice,
+)
+from .base import ClientCache, Tracked, Tracking, endpoint_override, in_fc_region
 
 logger = logging.getLogger(__name__)
 
@@ -315,21 +323,20 @@ class TablestoreStore:
         source = data.get("source")
         return Tracking(job_id, first_seen_at, str(source[1]) if source and source[1] else "timer")
 
-    def track(self, tracking: Tracking) -> bool:
+    def track(self, tracking: Tracking) -> Tracked:
         job_id = tracking.job_id
         row = ots.Row([("job_id", job_id)], [("first_seen_at", tracking.first_seen_at), ("source", tracking.source)])
         try:
             self.client.put_row(self.pending_table, row, ots.Condition(ots.RowExistenceExpectation.EXPECT_NOT_EXIST))
         except Exception as error:  # the SDK's errors and urllib3's
             if self._condition_failed(error):
-                return False  # already tracked: the first first_seen_at stays
+                return Tracked.ALREADY  # the first first_seen_at stays
             raise self._fail(f"track job {job_id}", error) from None
-        stored = self.load(job_id)
-        if stored is not None and stored.final:  # never resurrect a final job
+        if settled_by_ice(self.load(job_id)):  # never resurrect a job ICE finished
             self._call(f"untrack job {job_id}", "delete_row", self.pending_table, ots.Row([("job_id", job_id)]),
                        ots.Condition(ots.RowExistenceExpectation.IGNORE))
-            return False
-        return True
+            return Tracked.SETTLED
+        return Tracked.CREATED
 
     def save(self, fresh: JobRecord) -> MergeResult:
         result = self.save_many([fresh])[0]
