@@ -22,6 +22,7 @@ from ice_upload_sync import callback_auth
 from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import (
     BadRequest,
+    IceRefused,
     MessagesRefused,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -144,7 +145,8 @@ def _http_callback(app: App, request: HttpCallback, context: Any, started: float
     # records the job as tracked and leaves the lookup to the sweep. A callback that names
     # no job ID (only a URL) has nothing to track, so it is looked up whatever it costs.
     defer = not app.gateway.ready and not sync_request.upload_urls
-    return _http_answer(200, _run(app, sync_request, context, deadline, started, defer_lookups=defer))
+    return _http_answer(200, _run(app, sync_request, context, deadline, started, defer_lookups=defer,
+                                  answering_ice=True))
 
 
 def _authenticate(app: App, request: HttpCallback) -> None:
@@ -165,17 +167,24 @@ def _authenticate(app: App, request: HttpCallback) -> None:
 
 
 def _run(app: App, request: SyncRequest, context: Any, deadline: float, started: float, *,
-         defer_lookups: bool = False) -> dict:
+         defer_lookups: bool = False, answering_ice: bool = False) -> dict:
     """Run the use case and log its summary; raise after everything else is written when
-    a job could not be recorded (``SyncIncomplete``) or a batch had malformed messages
-    (``MessagesRefused``, a ``SyncIncomplete`` too), so FC retries or routes the event to the
-    failure destination."""
-    summary = app.service.run(request, deadline=deadline, defer_lookups=defer_lookups).to_dict()
-    incomplete = summary["failed_count"] or summary["refused_count"]
+    a job could not be recorded (``SyncIncomplete``), a batch had malformed messages
+    (``MessagesRefused``, a ``SyncIncomplete`` too) or ICE refused us for a reason that will
+    not pass by itself (``IceRefused``, likewise), so FC counts an error and retries or routes
+    the event to the failure destination. Answering ICE's own HTTP callback, that refusal is
+    logged instead: the job is tracked, and ICE must get its 200."""
+    result = app.service.run(request, deadline=deadline, defer_lookups=defer_lookups)
+    summary = result.to_dict()
+    incomplete = summary["failed_count"] or summary["refused_count"] or result.ice_refused
     _log({"event": "summary", "source": request.source, "sweep": request.sweep, **summary},
          context, started, logging.ERROR if incomplete else logging.INFO)
     if summary["refused_count"]:
         raise MessagesRefused(summary)
+    if result.ice_refused:
+        if not answering_ice:
+            raise IceRefused(summary)
+        logger.error("ICE refused the lookup for good: %s", summary["ice_error"])
     if summary["failed_count"]:
         raise SyncIncomplete(summary)
     return summary

@@ -27,12 +27,16 @@ class ConfigError(IceUploadSyncError, ValueError):
 
 
 class UpstreamError(IceUploadSyncError):
-    """ICE's API failed. ``retryable`` tells whether trying later may help."""
+    """ICE's API failed. ``retryable``: trying again soon may help (throttling, 5xx, timeouts).
+    ``permanent``: it will not pass by itself (our credentials or permissions, an endpoint that
+    does not resolve or refuses connections): the message names what to fix."""
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False,
+                 permanent: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        self.permanent = permanent
 
 
 class StoreError(IceUploadSyncError):
@@ -72,3 +76,17 @@ class MessagesRefused(SyncIncomplete):
     says which messages (index in the batch, MNS ``messageId``) and why. Retrying the batch
     repeats the good messages harmlessly (the same information twice changes nothing).
     """
+
+
+class IceRefused(SyncIncomplete):
+    """ICE refused our lookups for a reason that will not pass by itself (CONTRACT section 6).
+
+    Raised at the end of a timer or direct invocation, after everything else was recorded, so
+    FC counts an error, alarms fire and the failure destination sees it; the jobs stay tracked.
+    The message is ICE's refusal and what to fix (a variable, a permission).
+    """
+
+    def __init__(self, summary: dict) -> None:
+        super().__init__(summary)
+        unreached = summary.get("unreached_count", 0)
+        self.args = (f"ICE refused {unreached} lookup(s): {summary.get('ice_error')}",)

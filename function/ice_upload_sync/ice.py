@@ -46,6 +46,25 @@ _RETRYABLE_CODES = frozenset({
     "Throttling", "Throttling.User", "Throttling.Api", "Throttling.API", "ServiceUnavailable",
     "InternalError", "ServiceBusy",
 })
+# ICE's (the OpenAPI gateway's) refusals that no retry, however late, can turn into an answer,
+# each with what to fix. Matched on the error code's start; a 401 or 403 with another code is
+# taken for a missing permission.
+_PERMANENT_CODES: Tuple[Tuple[str, str], ...] = (
+    ("InvalidAccessKeyId", "the access key is unknown to Alibaba Cloud: check ALIBABA_CLOUD_ACCESS_KEY_ID "
+                           "(on FC: the function's role)"),
+    ("SignatureDoesNotMatch", "the access key secret does not match the key: check ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+    ("IncompleteSignature", "the request signature was refused: check ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+    ("InvalidSecurityToken", "the STS token was refused (expired, or not this key's): check "
+                             "ALIBABA_CLOUD_SECURITY_TOKEN, or unset it for a RAM user's key"),
+    ("MissingSecurityToken", "this key is an STS key and needs its token: set ALIBABA_CLOUD_SECURITY_TOKEN"),
+    ("InvalidTimeStamp", "the request's time was refused: check this machine's clock"),
+    ("Forbidden", "the caller may not look jobs up: grant ice:GetUrlUploadInfos to the function's role "
+                  "(template.yml's policy) or to the RAM user of ALIBABA_CLOUD_ACCESS_KEY_ID"),
+    ("NoPermission", "the caller may not look jobs up: grant ice:GetUrlUploadInfos to the function's role "
+                     "(template.yml's policy) or to the RAM user of ALIBABA_CLOUD_ACCESS_KEY_ID"),
+    ("InvalidApi.NotPurchase", "ICE is not activated for this account: activate Intelligent Media Services "
+                               "in ICE_REGION"),
+)
 
 
 @dataclass(frozen=True)
@@ -371,11 +390,23 @@ def _translate(exc: Exception, exceptions: Any, endpoint: str) -> UpstreamError:
             isinstance(exc, (exceptions.ThrottlingException, exceptions.ServerException))
             or code in _RETRYABLE_CODES or code.startswith("Throttling") or status >= 500
         )
+        fix = None if retryable else permanent_fix(code, status)
         data = getattr(exc, "data", None)
         said = first_line((data.get("Message") or data.get("message") or "") if isinstance(data, dict) else "")
-        return UpstreamError(f"ICE answered HTTP {status} {code}{': ' + said if said else ''} (request {request_id})",
-                             code=code or None, retryable=retryable)
+        return UpstreamError(f"ICE answered HTTP {status} {code}{': ' + said if said else ''} (request {request_id})"
+                             + (f"; {fix}" if fix else ""), code=code or None, retryable=retryable,
+                             permanent=fix is not None)
     return _network_failure(exc, endpoint)
+
+
+def permanent_fix(code: str, status: int) -> Optional[str]:
+    """What to fix when ICE's refusal (``code``, HTTP ``status``) will not pass by itself; None otherwise."""
+    for prefix, fix in _PERMANENT_CODES:
+        if code.startswith(prefix):
+            return fix
+    if status in (401, 403):
+        return dict(_PERMANENT_CODES)["Forbidden"]
+    return None
 
 
 # The SDK turns the HTTP library's exception into text (``RetryError(str(e))``); the original
@@ -401,12 +432,12 @@ def _network_failure(exc: BaseException, endpoint: str) -> UpstreamError:
     if unresolved or _NAME_NOT_RESOLVED_TEXT.search(text):
         cause = _described(unresolved[-1]) if unresolved else detail
         return UpstreamError(f"ICE endpoint {endpoint} does not resolve ({cause}): check ICE_REGION / ICE_ENDPOINT",
-                             code="NameNotResolved", retryable=False)
+                             code="NameNotResolved", retryable=False, permanent=True)
     refused = [link for link in chain if isinstance(link, ConnectionRefusedError)]
     if refused or _REFUSED_TEXT.search(text):
         cause = _described(refused[-1]) if refused else detail
         return UpstreamError(f"ICE endpoint {endpoint} refused the connection ({cause}): check ICE_ENDPOINT",
-                             code="ConnectionRefused", retryable=False)
+                             code="ConnectionRefused", retryable=False, permanent=True)
     return UpstreamError(f"ICE unreachable: {type(inner).__name__}: {detail}", code="NetworkError", retryable=True)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 from urllib.parse import quote
 
 from .config import Settings
-from .errors import StoreError
+from .errors import StoreError, UpstreamError
 from .events import RefusedMessage, Shard, SyncRequest, is_valid_job_id
 from .ice import BATCH_SIZE, BatchOutcome
 from .logs import ContextThreadPool
@@ -94,6 +94,20 @@ class Summary:
     # records this invocation took into an announced state (the store owes their events), to try at
     # once; a sweep delivers from the outbox instead, so this holds at most OWED_NOW_CAP of them
     owed_now: List[JobRecord] = field(default_factory=list, repr=False)
+    # keys ICE gave no answer for (deferred or failed alike): a dead integration never looks healthy
+    unreached: List[str] = field(default_factory=list)
+    unreached_count: int = 0
+    ice_error: Optional[str] = None  # the first refusal that will not pass by itself, else the first error
+    ice_refused: bool = False  # ice_error will not pass by itself (credentials, permission, endpoint)
+
+    def add_unreached(self, keys: Sequence[str], error: Optional[UpstreamError]) -> None:
+        self.unreached_count += len(keys)
+        room = LIST_CAP - len(self.unreached)
+        self.unreached += [redact_urls(key) for key in keys[:max(0, room)]]
+        permanent = error is not None and error.permanent
+        if error is not None and (self.ice_error is None or (permanent and not self.ice_refused)):
+            self.ice_error = redact_urls(str(error))
+            self.ice_refused = permanent
 
     def add_owed(self, record: JobRecord) -> None:
         if len(self.owed_now) < OWED_NOW_CAP:
@@ -135,6 +149,7 @@ class Summary:
             "deferred_count": self.deferred_count, "cursor": self.cursor, "shard": self.shard,
             "refused": [message.to_dict() for message in self.refused], "refused_count": self.refused_count,
             "notified": self.notified, "notify_failed": self.notify_failed,
+            "unreached": self.unreached, "unreached_count": self.unreached_count, "ice_error": self.ice_error,
         }
 
 
@@ -257,7 +272,11 @@ class SyncService:
         keys = _Listing(_wrapped(self.store, cursor), request.shard)
         stop_at = self._stop_submitting_at(started, deadline)
         progress = _Progress()
-        for number, outcome in self._pipelined(keys, deadline=deadline, stop_at=stop_at):
+        # ICE refusing us for good (credentials, permission, endpoint) refuses every batch alike:
+        # stop asking, leave the rest tracked, and let the invocation fail loudly (index.py)
+        for number, outcome in self._pipelined(keys, deadline=deadline, stop_at=stop_at,
+                                               halt=lambda outcome: outcome.error is not None
+                                               and outcome.error.permanent):
             summary.checked += len(outcome.keys)
             out_of_time = outcome.answer is None and outcome.error is not None and outcome.error.code == "Deadline"
             progress.finished(number, outcome.keys[-1], checked=not out_of_time)
@@ -286,13 +305,16 @@ class SyncService:
             stop_at = min(stop_at, started + self.settings.sweep_budget_s)
         return stop_at
 
-    def _pipelined(self, keys: Iterator[str], *, deadline: float,
-                   stop_at: float) -> Iterator[Tuple[int, BatchOutcome]]:
+    def _pipelined(self, keys: Iterator[str], *, deadline: float, stop_at: float,
+                   halt: Callable[[BatchOutcome], bool] = lambda outcome: False,
+                   ) -> Iterator[Tuple[int, BatchOutcome]]:
         """(batch number, outcome) in the order the batches finish, ``ICE_CONCURRENCY`` in flight.
 
         Batches are read from ``keys`` only while fewer than twice that many are waiting,
-        so a listing of any length is held a window at a time; none starts after ``stop_at``.
+        so a listing of any length is held a window at a time; none starts after ``stop_at``,
+        nor after an outcome for which ``halt`` is true (those in flight still finish).
         """
+        halted = False
         window = 2 * self.concurrency
 
         def one(batch: Tuple[str, ...]) -> List[BatchOutcome]:
@@ -308,7 +330,7 @@ class SyncService:
             try:
                 while True:
                     # refill first: ICE keeps working while the answers that came back are written
-                    while len(in_flight) < window and time.monotonic() < stop_at:
+                    while len(in_flight) < window and time.monotonic() < stop_at and not halted:
                         batch = tuple(itertools.islice(keys, BATCH_SIZE))
                         if not batch:
                             break
@@ -324,6 +346,7 @@ class SyncService:
                     while not finished.empty():
                         done.append(finished.get())
                     ready = sorted(((in_flight.pop(future), future) for future in done), key=lambda item: item[0])
+                    halted = halted or any(halt(outcome) for _number, future in ready for outcome in future.result())
             finally:
                 for future in in_flight:
                     future.cancel()
@@ -526,17 +549,16 @@ class SyncService:
         request) is deferred whatever ICE did: its marker stays, so the next sweep asks again.
         Anything else is failed (``_defer_still_tracked`` still looks for a marker)."""
         error = outcome.error
-        deferred = 0
+        summary.add_unreached(outcome.keys, error)
         for key in outcome.keys:
             if outcome.kind == "JobIds" and key in tracked:
                 summary.add_deferred(key)
-                deferred += 1
             else:
-                summary.add_failed(key)
+                summary.add_failed(key)  # ``_defer_still_tracked`` looks for its marker at the end
         # running out of time is the plan working (the sweep finishes them); anything else is an error
         level = logging.WARNING if error is not None and error.code == "Deadline" else logging.ERROR
-        logger.log(level, "GetUrlUploadInfos failed for %d %s after %d call(s): %s (%d deferred to the next sweep)",
-                   len(outcome.keys), outcome.kind, outcome.api_calls, error, deferred)
+        logger.log(level, "GetUrlUploadInfos failed for %d %s after %d call(s): %s",
+                   len(outcome.keys), outcome.kind, outcome.api_calls, error)
 
     def _defer_still_tracked(self, summary: Summary, deadline: float) -> None:
         """Failed jobs whose pending marker exists become ``deferred`` (contract section 6).

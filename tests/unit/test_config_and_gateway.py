@@ -13,6 +13,7 @@ from ice_upload_sync.ice import (
     _translate,
     batches,
     parse_non_exists,
+    permanent_fix,
     resolve_credentials,
 )
 
@@ -178,3 +179,29 @@ def test_network_failures_are_told_apart_and_never_quote_the_query(error, code, 
     translated = _translate(error, SimpleNamespace(AlibabaCloudException=LookupError), "ice.cn-shanghia.aliyuncs.com")
     assert (translated.code, translated.retryable) == (code, retryable)
     assert "secret-sig" not in str(translated) and "Signature" not in str(translated)
+    # what no retry fixes is permanent (the invocation fails loudly); the rest is worth another try
+    assert translated.permanent == (not retryable)
+
+
+@pytest.mark.parametrize("code, status, names", [
+    ("SignatureDoesNotMatch", 400, "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+    ("IncompleteSignature", 400, "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+    ("InvalidAccessKeyId.NotFound", 404, "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+    ("InvalidAccessKeyId.Inactive", 400, "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+    ("InvalidSecurityToken.Expired", 400, "ALIBABA_CLOUD_SECURITY_TOKEN"),
+    ("MissingSecurityToken", 400, "ALIBABA_CLOUD_SECURITY_TOKEN"),
+    ("InvalidTimeStamp.Expired", 400, "clock"),
+    ("Forbidden.RAM", 403, "ice:GetUrlUploadInfos"),
+    ("NoPermission", 403, "ice:GetUrlUploadInfos"),
+    ("SomethingNew", 403, "ice:GetUrlUploadInfos"),  # any 401/403: a permission
+    ("InvalidApi.NotPurchase", 400, "activate"),
+])
+def test_refusals_that_will_not_pass_by_themselves_name_what_to_fix(code, status, names):
+    assert names in (permanent_fix(code, status) or "")
+
+
+@pytest.mark.parametrize("code, status", [
+    ("InvalidParameter", 400), ("Throttling.User", 400), ("MissingJobIds", 400), ("", 404), ("", 500),
+])
+def test_other_refusals_are_not_permanent(code, status):
+    assert permanent_fix(code, status) is None
