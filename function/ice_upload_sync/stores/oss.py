@@ -201,9 +201,13 @@ class OssStore:
         marker = self.tracking(job_id) if stored is None else None
         tracked_since = marker.first_seen_at if marker else None
         result = merge(stored, fresh, tracked_since=tracked_since)
-        if not result.changed:  # nothing to write: no lock; a marker a crash left wrong is settled
-            self._settle_marker(result.record, self.tracking(job_id) is not None, fresh.source)
-            return result
+        if not result.changed:  # nothing to write: no lock, unless a marker must be made again
+            marker_exists = self.tracking(job_id) is not None
+            if result.record.final or marker_exists:  # at most a final job's marker to remove
+                self._settle_marker(result.record, marker_exists, fresh.source)
+                return result
+            # An open record without its marker (a crash left it so, or another instance made the
+            # job final since we read it): only a fresh read under the lock may tell which.
         with self._job_lock(job_id) as lease:
             stored = self.load(job_id)
             result = merge(stored, fresh, tracked_since=tracked_since)  # again, under the lock
