@@ -23,9 +23,9 @@ The parts, each usable alone:
   A 401 / 403 (a receiver refusing our signature: the two sides hold different secrets) is
   ``give_up_after_tries`` too: sending the same bytes for three days cannot fix it.
 - The outbox: ``Owed`` is what a store keeps per job while an event is owed (one entry per
-  job; a newer state's entry replaces the older one), ``advance`` turns a delivery's result
-  into the next entry (or None: settled) with ``retry_delay_s``'s backoff, ``entry_status``
-  tells whether an entry still matches its record.
+  job; a newer state's entry replaces the older one; the claim of the invocation sending it),
+  ``advance`` turns a delivery's result into the next entry (or None: settled) with
+  ``retry_delay_s``'s backoff, ``entry_status`` tells whether an entry still matches its record.
 
 Pure except ``deliver`` (and ``attempt``, which calls it). Logs name the job, the event id, the
 endpoint's host and the status; never the secret, a signature, or the endpoint's query.
@@ -387,6 +387,13 @@ class Owed:
     tries: one skipped while another was retried has not been tried); ``endpoints_done`` holds
     the ``key`` of every target that needs nothing more (it answered 2xx, or was given up): a
     retry goes only to the others.
+
+    The claim (CONTRACT section 9: an invocation claims an entry before it sends it):
+    ``claimed_until`` is when the claim of ``claimed_by`` (a token the claiming invocation
+    drew) expires, "" when the entry is not claimed; a released entry keeps its last
+    ``claimed_by``. Stores replace an entry only if it still has the ``claim_key`` the writer
+    read (event, holder, expiry), so every write of an entry is told from the one before it.
+    Entries written before claims existed have neither field: unclaimed.
     """
 
     job_id: str
@@ -398,6 +405,8 @@ class Owed:
     last_error: Optional[str] = None
     endpoints_done: Tuple[str, ...] = ()
     target_tries: Tuple[Tuple[str, int], ...] = ()  # (key, tries), sorted; absent in entries before it existed
+    claimed_by: str = ""  # the holder's token ("": never claimed)
+    claimed_until: str = ""  # when that claim expires ("": not claimed, or released)
 
     def __post_init__(self) -> None:
         if not self.next_attempt_at:
@@ -414,11 +423,28 @@ class Owed:
         done = set(self.endpoints_done)
         return tuple(endpoint for endpoint in endpoints if endpoint.key not in done)
 
+    @property
+    def claim_key(self) -> Tuple[str, str, str]:
+        """What a compare-and-set of the entry compares: its event and its claim."""
+        return self.event_id, self.claimed_by, self.claimed_until
+
+    def claimable(self, now: datetime) -> bool:
+        """Not claimed at ``now``: never claimed, released, or its holder's claim expired (a crash)."""
+        return not self.claimed_until or parse_time(self.claimed_until) <= now
+
+    def claimed_for(self, holder: str, until: datetime) -> Owed:
+        return replace(self, claimed_by=holder, claimed_until=format_time(until))
+
+    def released(self) -> Owed:
+        """The claim given up (the holder's token stays, so this write differs from the claimed one)."""
+        return replace(self, claimed_until="")
+
     def to_json(self) -> bytes:
         return json.dumps({
             "job_id": self.job_id, "state": self.state, "event_id": self.event_id, "owed_since": self.owed_since,
             "tries": self.tries, "next_attempt_at": self.next_attempt_at, "last_error": self.last_error,
             "endpoints_done": list(self.endpoints_done), "target_tries": dict(self.target_tries),
+            "claimed_by": self.claimed_by, "claimed_until": self.claimed_until,
         }, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
     @classmethod
@@ -458,10 +484,20 @@ class Owed:
         if not isinstance(target_tries, dict) or not all(
                 isinstance(key, str) and type(count) is int and count >= 0 for key, count in target_tries.items()):
             problems.append("target_tries")
+        claimed_by, claimed_until = data.get("claimed_by", ""), data.get("claimed_until", "")  # absent: unclaimed
+        if not isinstance(claimed_by, str):
+            problems.append("claimed_by")
+        if claimed_until:
+            try:
+                claimed_until = format_time(parse_time(claimed_until))
+            except (TypeError, ValueError, AttributeError):
+                problems.append("claimed_until")
+        elif claimed_until != "":
+            problems.append("claimed_until")
         if problems:
             raise BadOutboxEntry(f"outbox entry of job {job_id} has bad {', '.join(problems)}")
         return cls(job_id, state, identifier, times["owed_since"], tries, times["next_attempt_at"], last_error,
-                   tuple(done), tuple(sorted(target_tries.items())))
+                   tuple(done), tuple(sorted(target_tries.items())), claimed_by, claimed_until)
 
 
 def owes_notification(before: Optional[JobRecord], after: JobRecord, states: Collection[str]) -> bool:

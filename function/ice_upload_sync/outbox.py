@@ -13,10 +13,22 @@ the ``NOTIFY_EVENTBRIDGE`` bus, each settled on its own (``Owed.endpoints_done``
 Both send ``ICE_CONCURRENCY`` events at once (each to all its targets in parallel): a backlog
 is bound by the targets' round trips, not by our CPU (tests/bench/bench_notify.py).
 
+Before sending, an invocation claims the entry in the store (``RecordStore.claim``: a
+compare-and-set that writes a token of its own and an expiry ``CLAIM_S`` ahead into the
+entry), so two invocations at once (a sweep longer than the timer's period, a sweep and a
+callback) never both send it: the one whose claim loses skips the entry, and a sweep skips an
+entry claimed by someone else without reading its record. Only the holder settles or
+reschedules it (both compare the claim too; rescheduling releases it). A holder that crashes
+leaves its claim to expire: the next sweep after that sends the event again (the same id).
+So an event goes out twice only when its holder stops between a 2xx and the settle (a
+crash), or outlives its claim (an attempt is bounded well within ``CLAIM_S``).
+
 A 2xx from every target (the bus: its ``PutEvents`` accepted) settles the entry (removed only
-if it still holds that event, so a newer state's entry is never lost); a failure reschedules
-it. The answer counts ``notified`` (targets that took the event) and ``notify_failed``
-(targets not delivered to this time, or given up).
+if it still holds that event and claim, so a newer state's entry, written by a save while the
+claim was held, is never lost: it is not claimed, and the next invocation sends it); a failure
+reschedules it. The answer counts ``notified`` (targets that took the event from this
+invocation) and ``notify_failed`` (targets not delivered to this time, or given up); an entry
+another invocation holds counts in neither.
 """
 from __future__ import annotations
 
@@ -24,8 +36,10 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Callable, Deque, Iterable, Iterator, Optional, Protocol, Set, Tuple
 
@@ -40,6 +54,11 @@ from .stores.base import RecordStore
 logger = logging.getLogger(__name__)
 
 MIN_TRY_S = 0.2  # less time than this left: leave the entry to the next sweep
+# How long a claim keeps other invocations off an entry. It covers one attempt (every target
+# in parallel, each at most notify.DEFAULT_TIMEOUT_S) and the write that settles it (OSS: up
+# to 5 s waiting for the job's lock, and a few requests) about twice over, and no more: a
+# holder that crashed delays its event by this, about the first retry's backoff (FIRST_RETRY_S).
+CLAIM_S = 60.0
 
 
 class Counts(Protocol):
@@ -64,6 +83,7 @@ class Outbox:
         # measure of how many outbound calls an instance keeps open.
         self.concurrency = max(1, settings.ice_concurrency)
         self.max_age = timedelta(hours=settings.max_track_age_hours)
+        self.claim_for = timedelta(seconds=CLAIM_S)
 
     def deliver_now(self, records: Iterable[JobRecord], *, deadline: float, counts: Counts) -> None:
         """Try the events this invocation's writes owe (``records`` reached an announced state)."""
@@ -72,8 +92,10 @@ class Outbox:
         now = self.clock()
         down: Set[str] = set()
         tally = _Tally(counts)
-        self._in_parallel((functools.partial(self._try, notify.Owed.for_record(record, format_time(now)), record, now,
-                                             deadline, tally, down) for record in records), deadline)
+        # each one is the entry its save just wrote (RecordStore: ``Owed.for_record(record, record.updated_at)``),
+        # claimed like any other: a sweep may have found it first
+        self._in_parallel((functools.partial(self._try, notify.Owed.for_record(record, record.updated_at), record,
+                                             now, deadline, tally, down) for record in records), deadline)
 
     def deliver_due(self, *, deadline: float, counts: Counts, shard: Optional[Shard] = None) -> None:
         """Every owed entry that is due (a sweep's last step), until ``deadline``."""
@@ -121,6 +143,10 @@ class Outbox:
 
     def _settle_one(self, entry: notify.Owed, now: datetime, deadline: float, counts: _Tally,
                     down: Set[str]) -> None:
+        if not entry.claimable(self.clock()):  # another invocation is sending it: not ours to count
+            logger.debug("notify: job %s (event %s) is claimed until %s by another invocation", entry.job_id,
+                         entry.event_id, entry.claimed_until)
+            return
         try:
             record = self.store.load(entry.job_id)
         except StoreError as exc:
@@ -130,19 +156,17 @@ class Outbox:
         if status == notify.WAIT:
             return
         if status == notify.DROP:
-            self._store_call(self.store.settle, entry.job_id, entry.event_id)
+            self._store_call(self.store.settle, entry)
             return
-        if status == notify.REOWE:
-            assert record is not None
-            entry = notify.Owed.for_record(record, format_time(now))
-            if not self._store_call(self.store.owe, entry):
-                return
         assert record is not None
-        self._try(entry, record, now, deadline, counts, down)
+        replacement = notify.Owed.for_record(record, format_time(now)) if status == notify.REOWE else None
+        self._try(entry, record, now, deadline, counts, down, replacement=replacement)
 
     def _try(self, entry: notify.Owed, record: JobRecord, now: datetime, deadline: float, counts: _Tally,
-             down: Set[str]) -> None:
-        pending = entry.pending_endpoints(self.targets)
+             down: Set[str], *, replacement: Optional[notify.Owed] = None) -> None:
+        """Claim ``entry``, send it, settle or reschedule it. With ``replacement`` (the record reached
+        another announced state), the claimed ``entry`` is replaced by it, still claimed, and that is sent."""
+        pending = (replacement or entry).pending_endpoints(self.targets)
         if deadline - time.monotonic() < MIN_TRY_S or (pending and all(target.key in down for target in pending)):
             # owed in the store: a later invocation delivers it. A target that just timed out or
             # failed to connect would cost every remaining entry its timeout; it is skipped for
@@ -150,22 +174,38 @@ class Outbox:
             # events. (No target pending at all: ``attempt`` settles the entry.)
             counts.add(failed=len(pending))
             return
+        claiming_at = self.clock()
+        try:
+            claimed = self.store.claim(entry, uuid.uuid4().hex[:16], claiming_at, claiming_at + self.claim_for)
+        except StoreError as exc:  # still owed, not sent this time
+            logger.error("notify: cannot claim the outbox entry of job %s: %s", entry.job_id, exc)
+            counts.add(failed=len(pending))
+            return
+        if claimed is None:  # another invocation has it, or changed it since it was read: theirs to send and count
+            logger.debug("notify: job %s (event %s) was claimed, replaced or settled by another invocation",
+                         entry.job_id, entry.event_id)
+            return
+        if replacement is not None:  # ours now, so no other invocation re-owes or sends it meanwhile
+            claimed = replace(replacement, claimed_by=claimed.claimed_by, claimed_until=claimed.claimed_until)
+            if not self._store_call(self.store.owe, claimed):  # the stale entry's claim expires; retried then
+                counts.add(failed=len(pending))
+                return
         try:
             progress = notify.attempt(
-                entry, record, region=self.settings.ice_region, endpoints=self.targets,
+                claimed, record, region=self.settings.ice_region, endpoints=self.targets,
                 secrets=self.settings.notify_secrets, deadline=deadline, now=now, max_age=self.max_age,
                 timeout_s=min(notify.DEFAULT_TIMEOUT_S, max(MIN_TRY_S, deadline - time.monotonic())), skip=down)
         except UnencodableRecord as exc:  # cannot happen for a record the store accepted; never retried
             logger.error("notify: job %s: %s; its event is dropped", entry.job_id, exc)
-            self._store_call(self.store.settle, entry.job_id, entry.event_id)
+            self._store_call(self.store.settle, claimed)
             return
         counts.add(notified=len(progress.delivered), failed=len(progress.given_up) + len(progress.failed))
         # Only a target that is down is skipped: one refusing this event (a 400, an entry the
         # bus refused) may take the next one.
         down.update(target.key for target in progress.unreachable)
-        if progress.settled:
-            self._store_call(self.store.settle, entry.job_id, entry.event_id)
-        elif progress.entry != entry:
+        if progress.entry is None:
+            self._store_call(self.store.settle, claimed)
+        else:  # the next attempt, or the entry as it was when nothing was sent; either way the claim is released
             self._store_call(self.store.reschedule, progress.entry)
 
     @staticmethod

@@ -171,17 +171,27 @@ class MemoryOutbox:
             entries = sorted(self.entries.values(), key=lambda entry: entry.job_id)
         return iter([entry for entry in entries if after is None or entry.job_id > after])
 
-    def settle(self, job_id: str, event_id: str) -> bool:
+    def _unchanged(self, entry: Owed) -> bool:
+        return entry.job_id in self.entries and self.entries[entry.job_id].claim_key == entry.claim_key
+
+    def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
         with self.lock:
-            if job_id in self.entries and self.entries[job_id].event_id == event_id:
-                del self.entries[job_id]
+            if not entry.claimable(now) or not self._unchanged(entry):
+                return None
+            self.entries[entry.job_id] = entry.claimed_for(holder, until)
+            return self.entries[entry.job_id]
+
+    def settle(self, entry: Owed) -> bool:
+        with self.lock:
+            if self._unchanged(entry):
+                del self.entries[entry.job_id]
                 return True
             return False
 
     def reschedule(self, entry: Owed) -> bool:
         with self.lock:
-            if entry.job_id in self.entries and self.entries[entry.job_id].event_id == entry.event_id:
-                self.entries[entry.job_id] = entry
+            if self._unchanged(entry):
+                self.entries[entry.job_id] = entry.released()
                 return True
             return False
 
@@ -210,16 +220,19 @@ class Invocation:
             current = self.records.get(entry.job_id)
             status = notify.entry_status(entry, current, self.now, states=self.settings.notify_states)
             if status == notify.DROP:
-                self.outbox.settle(entry.job_id, entry.event_id)
+                self.outbox.settle(entry)
             elif status == notify.REOWE:
                 self.outbox.owe(Owed.for_record(current, format_time(self.now)))
             if status != notify.DELIVER:
                 continue
-            progress = notify.attempt(entry, self.records[entry.job_id], region="cn-shanghai",
+            claimed = self.outbox.claim(entry, "holder", self.now, self.now + timedelta(minutes=1))  # before sending
+            if claimed is None:
+                continue
+            progress = notify.attempt(claimed, self.records[entry.job_id], region="cn-shanghai",
                                       endpoints=self.settings.notify_endpoints, secrets=self.settings.notify_secrets,
                                       deadline=deadline, now=self.now, max_age=MAX_AGE, timeout_s=2)
             if progress.settled:
-                self.outbox.settle(entry.job_id, entry.event_id)
+                self.outbox.settle(claimed)
             else:
                 self.outbox.reschedule(progress.entry)
             self.counts["notified"] += len(progress.delivered)

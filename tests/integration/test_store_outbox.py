@@ -3,35 +3,44 @@
 Each store writes a job's outbox entry before the record that owes it, keeps one entry per job
 (a newer announced state replaces it), settles and reschedules only the event it was asked
 about, lists entries of final jobs on their own, and does no outbox I/O at all when
-notifications are off.
+notifications are off. An entry is claimed before it is sent: one claim wins, only its holder
+settles or reschedules it, and a claim its holder never settles expires.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import threading
+import time
 import uuid
 from dataclasses import replace
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Callable, List, Optional
 
 import oss2
 import pytest
 import tablestore as ots
 from ice_upload_sync import notify
+from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import StoreError
 from ice_upload_sync.ice import Credentials
 from ice_upload_sync.notify import Owed
-from ice_upload_sync.records import parse_time
+from ice_upload_sync.outbox import CLAIM_S, Outbox
+from ice_upload_sync.records import format_time, parse_time
 from ice_upload_sync.stores.file import FileStore
 from ice_upload_sync.stores.oss import OssStore
 from ice_upload_sync.stores.tablestore import OUTBOX_PREFIX, TablestoreStore
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, TABLESTORE_INSTANCE
+from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.store_records import LATER, NOW, final, record
 
 PLAIN = Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
 ANNOUNCED = ("succeeded", "failed", "expired")
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 
 
 class Outboxed:
@@ -39,9 +48,10 @@ class Outboxed:
 
     def __init__(self, kind: str, store, *, entry: Callable[[str], Optional[bytes]],
                  put_entry: Callable[[str, bytes], None], fail_writes: Callable[[str], None],
-                 outbox_io: Callable[[], List[str]], reset_io: Callable[[], None]) -> None:
+                 outbox_io: Callable[[], List[str]], reset_io: Callable[[], None], twin: Callable[[], object]) -> None:
         self.kind = kind
         self.store = store
+        self.twin = twin  # another store object on the same data: another FC instance's
         self.entry_bytes = entry  # the job's entry as stored (None: none)
         self.put_entry = put_entry  # write an entry by hand (a corrupt one)
         self.fail_writes = fail_writes  # every write to this path fragment fails from now on
@@ -96,7 +106,7 @@ def file_store(tmp_path, monkeypatch, page_size: int) -> Outboxed:
         return touched + (["outbox/ exists"] if outbox.exists() else [])
 
     return Outboxed("file", store, entry=entry, put_entry=put_entry, fail_writes=fail_writes, outbox_io=outbox_io,
-                    reset_io=touched.clear)
+                    reset_io=touched.clear, twin=lambda: FileStore(store.root))
 
 
 def oss_store(server, page_size: int) -> Outboxed:
@@ -124,7 +134,8 @@ def oss_store(server, page_size: int) -> Outboxed:
                 if "/outbox" in request.path or "outbox" in request.query]
 
     return Outboxed("oss", store, entry=entry, put_entry=put_entry, fail_writes=fail_writes, outbox_io=outbox_io,
-                    reset_io=server.reset_requests)
+                    reset_io=server.reset_requests,
+                    twin=lambda: OssStore(bucket, prefix, server.endpoint, "cn-shanghai", PLAIN, page_size=page_size))
 
 
 def tablestore_store(server, page_size: int) -> Outboxed:
@@ -154,7 +165,9 @@ def tablestore_store(server, page_size: int) -> Outboxed:
         return [f"{call.api} x{call.rows}" for call in server.calls]
 
     return Outboxed("tablestore", store, entry=entry, put_entry=put_entry, fail_writes=fail_writes,
-                    outbox_io=outbox_io, reset_io=server.reset_calls)
+                    outbox_io=outbox_io, reset_io=server.reset_calls,
+                    twin=lambda: TablestoreStore(TABLESTORE_INSTANCE, table, server.endpoint, PLAIN,
+                                                 page_size=page_size))
 
 
 @pytest.fixture(params=["file", "oss", "tablestore"])
@@ -266,12 +279,12 @@ def test_settle_with_a_stale_event_leaves_the_newer_entry(make):
     box.store.save(record())
     older = box.entry("job00001")
     box.store.save(final())
-    assert box.store.settle("job00001", older.event_id) is False
+    assert box.store.settle(older) is False
     newer = box.entry("job00001")
     assert newer.state == "succeeded"
-    assert box.store.settle("job00001", newer.event_id) is True
+    assert box.store.settle(newer) is True
     assert box.entry("job00001") is None
-    assert box.store.settle("job00001", newer.event_id) is False
+    assert box.store.settle(newer) is False
 
 
 def test_reschedule_replaces_a_live_entry_and_never_recreates_a_settled_one(box):
@@ -282,7 +295,7 @@ def test_reschedule_replaces_a_live_entry_and_never_recreates_a_settled_one(box)
     assert box.entry("job00001") == later
     stale = replace(later, event_id=notify.event_id("job00001", "failed"))
     assert box.store.reschedule(stale) is False and box.entry("job00001") == later
-    assert box.store.settle("job00001", entry.event_id) is True
+    assert box.store.settle(entry) is True
     assert box.store.reschedule(replace(later, tries=2)) is False
     assert box.entry("job00001") is None
 
@@ -294,6 +307,141 @@ def test_owe_creates_or_replaces_an_entry(box):
     replaced = Owed.for_record(record(state="failed", completed_at=LATER), LATER)
     box.store.owe(replaced)
     assert box.entry("job00001") == replaced
+
+
+# ---------------------------------------------------------------- claims: one sender per event
+
+
+T0 = parse_time(NOW) + timedelta(minutes=1)  # the entries of ``final()`` are due from NOW
+CLAIMED_FOR = timedelta(seconds=CLAIM_S)
+
+
+def test_a_claim_holds_the_entry_for_its_holder_alone_until_it_expires(box):
+    box.store.save(final())
+    listed = next(box.store.owed())
+    claimed = box.store.claim(listed, "holder-a", T0, T0 + CLAIMED_FOR)
+    assert claimed is not None and (claimed.claimed_by, claimed.claimed_until) == ("holder-a", format_time(
+        T0 + CLAIMED_FOR))
+    assert box.entry("job00001") == claimed  # in the store, so every other invocation sees it
+    # another invocation: from the same listing (it read the entry before the claim), or a fresh one
+    assert box.store.claim(listed, "holder-b", T0, T0 + CLAIMED_FOR) is None
+    assert box.store.claim(claimed, "holder-b", T0 + timedelta(seconds=30), T0 + CLAIMED_FOR) is None
+    assert box.store.settle(listed) is False and box.store.reschedule(replace(listed, tries=1)) is False
+    # the holder crashed: once the claim expires, the next deliverer takes it
+    expired = T0 + CLAIMED_FOR
+    taken = box.store.claim(next(box.store.owed()), "holder-b", expired, expired + CLAIMED_FOR)
+    assert taken is not None and taken.claimed_by == "holder-b"
+    # the first holder comes back late: it can neither settle nor reschedule what is no longer its own
+    assert box.store.settle(claimed) is False and box.store.reschedule(replace(claimed, tries=1)) is False
+    assert box.store.reschedule(replace(taken, tries=1, next_attempt_at=LATER)) is True
+    released = box.entry("job00001")  # the holder's next attempt, claimable again
+    assert (released.tries, released.claimed_by, released.claimed_until) == (1, "holder-b", "")
+    assert released.claimable(expired) and box.store.claim(taken, "holder-c", expired, expired + CLAIMED_FOR) is None
+    again = box.store.claim(released, "holder-c", expired, expired + CLAIMED_FOR)
+    assert again is not None and box.store.settle(again) is True and box.entry("job00001") is None
+
+
+def test_of_many_claims_on_the_same_entry_at_once_exactly_one_wins(box):
+    box.store.save(final())
+    listed = next(box.store.owed())
+    stores = [box.store] + [box.twin() for _ in range(5)]
+    start = threading.Barrier(len(stores))
+    won: List[Optional[Owed]] = [None] * len(stores)
+
+    def claim(index: int) -> None:
+        start.wait()
+        won[index] = stores[index].claim(listed, f"holder-{index}", T0, T0 + CLAIMED_FOR)
+
+    threads = [threading.Thread(target=claim, args=(index,)) for index in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    winners = [claimed for claimed in won if claimed is not None]
+    assert len(winners) == 1 and box.entry("job00001") == winners[0]
+
+
+def test_a_claim_never_hides_a_newer_states_entry(make):
+    box = make(states=("processing", "succeeded"))
+    box.store.save(record())
+    claimed = box.store.claim(next(box.store.owed()), "holder-a", T0, T0 + CLAIMED_FOR)
+    assert claimed is not None and claimed.state == "processing"
+    assert box.store.save(replace(final(), updated_at=LATER)).owed  # while the claim is held
+    newer = box.entry("job00001")
+    assert (newer.state, newer.claimed_until) == ("succeeded", "") and newer.claimable(T0)
+    # the holder of the older event settles or reschedules: the newer one stays, for anyone to send at once
+    assert box.store.settle(claimed) is False and box.store.reschedule(replace(claimed, tries=1)) is False
+    assert box.entry("job00001") == newer
+    assert box.store.claim(newer, "holder-b", T0, T0 + CLAIMED_FOR) is not None
+
+
+def notify_settings(url: str) -> Settings:
+    return Settings.from_env({"NOTIFY_URL": url, "NOTIFY_SECRET": WEBHOOK_SECRET})
+
+
+def counts() -> SimpleNamespace:
+    return SimpleNamespace(notified=0, notify_failed=0)
+
+
+def test_two_sweeps_racing_over_a_due_entry_deliver_it_once(box):
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
+        settings = notify_settings(receiver.url)
+        box.store.save(final())
+        receiver.delay(1.0, times=2)  # slow to answer: the other sweep is listing while one sends
+        sweeps = [Outbox(store, settings, lambda: T0) for store in (box.store, box.twin())]
+        answers = [counts() for _ in sweeps]
+        start = threading.Barrier(len(sweeps))
+
+        def sweep(index: int) -> None:
+            start.wait()
+            sweeps[index].deliver_due(deadline=time.monotonic() + 20, counts=answers[index])
+
+        threads = [threading.Thread(target=sweep, args=(index,)) for index in range(len(sweeps))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert receiver.deliveries == {notify.event_id("job00001", "succeeded"): 1}
+        # each answer counts what that invocation delivered: one of them, once; the other skipped it
+        assert sorted((answer.notified, answer.notify_failed) for answer in answers) == [(0, 0), (1, 0)]
+        assert box.entry("job00001") is None
+
+
+def test_an_event_whose_holder_crashed_is_sent_again_once_its_claim_expires(box):
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
+        settings = notify_settings(receiver.url)
+        box.store.save(final())
+        crashed = box.store.claim(next(box.store.owed()), "crashed", T0, T0 + CLAIMED_FOR)  # and never settled
+        assert crashed is not None
+        answer = counts()
+        Outbox(box.twin(), settings, lambda: T0 + CLAIMED_FOR - timedelta(seconds=1)).deliver_due(
+            deadline=time.monotonic() + 10, counts=answer)
+        assert receiver.requests == [] and (answer.notified, answer.notify_failed) == (0, 0)
+        assert box.entry("job00001") == crashed
+        Outbox(box.twin(), settings, lambda: T0 + CLAIMED_FOR).deliver_due(deadline=time.monotonic() + 10,
+                                                                            counts=answer)
+        assert receiver.deliveries == {notify.event_id("job00001", "succeeded"): 1}
+        assert (answer.notified, answer.notify_failed) == (1, 0) and box.entry("job00001") is None
+
+
+def test_the_writer_delivering_at_once_leaves_an_entry_a_sweep_holds_alone(box):
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
+        settings = notify_settings(receiver.url)
+        written = box.store.save(final())
+        assert written.owed
+        sweep_claim = box.store.claim(next(box.store.owed()), "sweep", T0, T0 + CLAIMED_FOR)  # a sweep found it first
+        assert sweep_claim is not None
+        answer = counts()
+        Outbox(box.twin(), settings, lambda: T0).deliver_now([written.record], deadline=time.monotonic() + 10,
+                                                              counts=answer)
+        assert receiver.requests == [] and (answer.notified, answer.notify_failed) == (0, 0)
+        assert box.entry("job00001") == sweep_claim
+        # and with no one else on it, the writer claims and delivers its own event
+        box.store.save(final("job00002"))
+        Outbox(box.twin(), settings, lambda: T0).deliver_now([final("job00002")], deadline=time.monotonic() + 10,
+                                                              counts=answer)
+        assert receiver.deliveries == {notify.event_id("job00002", "succeeded"): 1}
+        assert (answer.notified, answer.notify_failed) == (1, 0) and box.entry("job00002") is None
 
 
 # ---------------------------------------------------------------- the listing
@@ -316,7 +464,7 @@ def test_owed_lists_entries_of_final_jobs_in_job_id_order_and_skips_a_corrupt_on
 
 def test_an_empty_outbox_lists_nothing(box):
     assert list(box.store.owed()) == []
-    assert box.store.settle("job00001", "x") is False
+    assert box.store.settle(Owed.for_record(final(), NOW)) is False
 
 
 # ---------------------------------------------------------------- notifications off

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Dict, Iterator, Optional, Sequence, Set
+from dataclasses import replace
+from datetime import datetime
+from typing import Dict, Iterator, Optional, Sequence, Set, Tuple
 
 from ice_upload_sync.errors import StoreError
+from ice_upload_sync.notify import Owed, owes_notification
 from ice_upload_sync.records import JobRecord, MergeResult, merge, settled_by_ice
 from ice_upload_sync.stores import Tracked, Tracking
 
@@ -12,10 +15,13 @@ CREATED = "2026-11-25T02:00:00Z"
 
 
 class MemoryStore:
-    """Records, markers and cursors in dicts; lists pending jobs in ascending order like file and OSS."""
+    """Records, markers, cursors and the outbox in dicts; lists pending jobs in ascending order like file and OSS."""
+
+    notify_states: Tuple[str, ...] = ()  # as open_store sets it: the states whose saves owe an event
 
     def __init__(self, pending: Sequence[str] = ()) -> None:
         self.records: Dict[str, JobRecord] = {}
+        self.outbox: Dict[str, Owed] = {}
         self.markers: Dict[str, Tracking] = {j: Tracking(j, CREATED, "direct") for j in pending}
         self.cursors: Dict[str, str] = {}
         self.saved_by: set = set()
@@ -49,6 +55,10 @@ class MemoryStore:
         with self._lock:
             self.saved_by.add(threading.current_thread().name)
             result = self._merge(fresh)
+            if result.changed and owes_notification(self.records.get(fresh.job_id), result.record,
+                                                    self.notify_states):
+                self.outbox[fresh.job_id] = Owed.for_record(result.record, result.record.updated_at)
+                result = replace(result, owed=True)
             self.records[fresh.job_id] = result.record
             self._saved(fresh, result)
             return result
@@ -73,3 +83,40 @@ class MemoryStore:
             self.cursors.pop(name, None)
         else:
             self.cursors[name] = value
+
+    # the outbox (RecordStore's compare-and-sets, under the one lock)
+
+    def owe(self, entry: Owed) -> None:
+        with self._lock:
+            self.outbox[entry.job_id] = entry
+
+    def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
+        with self._lock:
+            entries = sorted(self.outbox.values(), key=lambda entry: entry.job_id)
+        return iter([entry for entry in entries if after is None or entry.job_id > after])
+
+    def _unchanged(self, entry: Owed) -> bool:
+        current = self.outbox.get(entry.job_id)
+        return current is not None and current.claim_key == entry.claim_key
+
+    def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
+        with self._lock:
+            if not entry.claimable(now) or not self._unchanged(entry):
+                return None
+            claimed = self.outbox[entry.job_id].claimed_for(holder, until)
+            self.outbox[entry.job_id] = claimed
+            return claimed
+
+    def settle(self, entry: Owed) -> bool:
+        with self._lock:
+            if not self._unchanged(entry):
+                return False
+            del self.outbox[entry.job_id]
+            return True
+
+    def reschedule(self, entry: Owed) -> bool:
+        with self._lock:
+            if not self._unchanged(entry):
+                return False
+            self.outbox[entry.job_id] = entry.released()
+            return True

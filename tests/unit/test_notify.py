@@ -325,6 +325,27 @@ def test_an_entry_written_before_per_target_tries_still_reads():
     assert Owed.from_json(json.dumps(raw).encode()).target_tries == ()
 
 
+def test_an_entry_written_before_claims_reads_as_unclaimed():
+    raw = json.loads(Owed.for_record(final(), NOW).to_json())
+    del raw["claimed_by"], raw["claimed_until"]
+    entry = Owed.from_json(json.dumps(raw).encode())
+    assert (entry.claimed_by, entry.claimed_until) == ("", "") and entry.claimable(T0)
+
+
+def test_a_claim_holds_until_it_expires_and_each_step_is_a_new_claim_key():
+    entry = owed()
+    claimed = entry.claimed_for("holder-a", T0 + timedelta(seconds=60))
+    assert Owed.from_json(claimed.to_json()) == claimed
+    assert claimed.claimed_until == "2026-11-25T03:01:00Z" and (claimed.event_id, claimed.state) == (
+        entry.event_id, entry.state)
+    assert not claimed.claimable(T0) and not claimed.claimable(T0 + timedelta(seconds=59))
+    assert claimed.claimable(T0 + timedelta(seconds=60))  # expired: its holder crashed or overran
+    released = claimed.released()
+    assert released.claimable(T0) and released.claimed_by == "holder-a"
+    # never claimed, claimed, released: three keys, so a compare-and-set tells each write from the one before
+    assert len({entry.claim_key, claimed.claim_key, released.claim_key}) == 3
+
+
 @pytest.mark.parametrize("raw, message", [
     (b"not json", "not JSON"), (b"\xff", "not JSON"), (b"[]", "not a JSON object"),
     (b'{"job_id": "a/b"}', "no valid job_id"),
@@ -339,6 +360,12 @@ def test_an_entry_written_before_per_target_tries_still_reads():
     (b'{"job_id": "j1", "state": "failed", "event_id": "e", "owed_since": "2026-11-25T03:00:00Z", "tries": 1,'
      b' "next_attempt_at": "2026-11-25T03:00:00Z", "last_error": null, "endpoints_done": [],'
      b' "target_tries": [["k", 1]]}', "bad target_tries"),
+    (b'{"job_id": "j1", "state": "failed", "event_id": "e", "owed_since": "2026-11-25T03:00:00Z", "tries": 1,'
+     b' "next_attempt_at": "2026-11-25T03:00:00Z", "last_error": null, "endpoints_done": [],'
+     b' "claimed_by": 7, "claimed_until": "soon"}', "bad claimed_by, claimed_until"),
+    (b'{"job_id": "j1", "state": "failed", "event_id": "e", "owed_since": "2026-11-25T03:00:00Z", "tries": 1,'
+     b' "next_attempt_at": "2026-11-25T03:00:00Z", "last_error": null, "endpoints_done": [],'
+     b' "claimed_by": "h", "claimed_until": null}', "bad claimed_until"),
 ])
 def test_a_garbled_entry_is_refused_saying_what_is_wrong(raw, message):
     with pytest.raises(BadOutboxEntry, match=message):

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Generic, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 from urllib.parse import urlsplit
 
@@ -181,21 +182,41 @@ class RecordStore(Protocol):
     # writes the record (durably, like the pending marker), and returns the MergeResult with
     # ``owed=True``. One entry per job: a later announced state replaces it. Entries of final
     # jobs stay after their marker goes: sweeps list the outbox on its own.
+    #
+    # Sending is claimed (CONTRACT section 9): an invocation ``claim``s an entry before it sends
+    # it, and only the holder ``settle``s or ``reschedule``s it. ``claim``, ``settle`` and
+    # ``reschedule`` are compare-and-sets: each writes only if the job's entry still has the
+    # ``Owed.claim_key`` (event, holder, expiry) of the entry it is given, atomically with the
+    # write (file: under the job's lock; OSS: under the job's lease lock; Tablestore: a row
+    # condition on the ``event_id`` and ``claim`` columns). ``owe`` is not: a newer state's
+    # entry replaces the older one, claimed or not, and the holder's settle then leaves it.
 
     notify_states: Tuple[str, ...] = ()
 
     def owe(self, entry: Owed) -> None:
-        """Create or replace the job's outbox entry (file/OSS: ``<root>/outbox/<job_id>``)."""
+        """Create or replace the job's outbox entry with ``entry``, its claim as given (file/OSS:
+        ``<root>/outbox/<job_id>``)."""
 
     def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
         """Every outbox entry in ascending ``job_id`` order, a page at a time; an entry that does
         not parse (``BadOutboxEntry``) is logged and skipped."""
 
-    def settle(self, job_id: str, event_id: str) -> bool:
-        """Remove the job's entry if it still holds ``event_id`` (never a newer state's); True if removed."""
+    def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
+        """Claim the job's entry for ``holder`` until ``until``, before sending it.
+
+        Only if ``entry`` (as listed or owed) is not claimed at ``now`` and the stored entry
+        still has its ``claim_key``; one write. Returns the entry as claimed (what the holder
+        settles or reschedules), or None: someone else holds it or got there first, a newer
+        state replaced it, or it is gone; the caller leaves it alone.
+        """
+
+    def settle(self, entry: Owed) -> bool:
+        """Remove the job's entry if it still has ``entry.claim_key`` (never a newer state's, nor one
+        claimed since); True if removed."""
 
     def reschedule(self, entry: Owed) -> bool:
-        """Replace the job's entry with ``entry`` if it still holds ``entry.event_id``; True if replaced."""
+        """Replace the job's entry with ``entry.released()`` if it still has ``entry.claim_key``: the
+        holder's next attempt, its claim given up. True if replaced."""
 
     def load_cursor(self, name: str) -> Optional[str]:
         """Optional. The last job ID the sweep called ``name`` checked, or None.

@@ -21,7 +21,8 @@ small read.
 With ``notify_states`` set, a write that takes a record into one of those states first writes
 the job's outbox entry (``<root>/outbox/<job_id>``, ``notify.Owed``), durably, in the same
 step as the pending markers: before the record, so a crash never leaves a record that owes
-nothing. ``settle`` and ``reschedule`` compare the entry's event under the job's lock.
+nothing. ``claim``, ``settle`` and ``reschedule`` compare the entry's event and claim
+(``Owed.claim_key``) under the job's lock.
 """
 from __future__ import annotations
 
@@ -685,10 +686,24 @@ class FileStore:
             if entry is not None:
                 yield entry
 
-    def settle(self, job_id: str, event_id: str) -> bool:
+    def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
+        """Under the job's lock: the entry read again, compared, and written claimed (durably: a
+        claim that a crash turned into a torn file would lose the event)."""
+        if not entry.claimable(now):
+            return None
+        with self._locked(entry.job_id):
+            current = self._read_entry(entry.job_id)
+            if current is None or current.claim_key != entry.claim_key:
+                return None
+            claimed = current.claimed_for(holder, until)
+            self._write_entry(claimed)
+            return claimed
+
+    def settle(self, entry: Owed) -> bool:
+        job_id = entry.job_id
         with self._locked(job_id):
-            entry = self._read_entry(job_id)
-            if entry is None or entry.event_id != event_id:
+            current = self._read_entry(job_id)
+            if current is None or current.claim_key != entry.claim_key:
                 return False
             try:
                 os.unlink(self._entry_path(job_id))
@@ -703,7 +718,7 @@ class FileStore:
     def reschedule(self, entry: Owed) -> bool:
         with self._locked(entry.job_id):
             current = self._read_entry(entry.job_id)
-            if current is None or current.event_id != entry.event_id:
+            if current is None or current.claim_key != entry.claim_key:
                 return False
-            self._write_entry(entry)
+            self._write_entry(entry.released())
             return True

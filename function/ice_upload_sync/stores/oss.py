@@ -18,7 +18,8 @@ whatever the race got wrong (see docs/oss.md).
 With ``notify_states`` set, a write that takes a record into one of those states first puts
 the job's outbox entry ``<prefix>/outbox/<job_id>`` (``notify.Owed``), under the job's lock
 and before the record (and its marker), so a crash never leaves a record that owes nothing.
-``settle`` and ``reschedule`` compare the entry's event under the same lock.
+``claim``, ``settle`` and ``reschedule`` compare the entry's event and claim
+(``Owed.claim_key``) under the same lock.
 """
 from __future__ import annotations
 
@@ -299,10 +300,25 @@ class OssStore:
             if entry is not None:
                 yield entry
 
-    def settle(self, job_id: str, event_id: str) -> bool:
+    def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
+        """Under the job's lock: the entry read again, compared, and put claimed (4 requests: lock,
+        GET, PUT, unlock). OSS's PutObject has no compare-and-set this store relies on (docs/oss.md)."""
+        if not entry.claimable(now):
+            return None
+        with self._job_lock(entry.job_id) as lease:
+            current = self._read_entry(entry.job_id)
+            if current is None or current.claim_key != entry.claim_key:
+                return None
+            claimed = current.claimed_for(holder, until)
+            lease.check()
+            self._put_entry(claimed)
+            return claimed
+
+    def settle(self, entry: Owed) -> bool:
+        job_id = entry.job_id
         with self._job_lock(job_id) as lease:
             current = self._read_entry(job_id)
-            if current is None or current.event_id != event_id:
+            if current is None or current.claim_key != entry.claim_key:
                 return False
             lease.check()
             self._delete(self._entry_key(job_id), f"settle the outbox entry of job {job_id}")
@@ -311,10 +327,10 @@ class OssStore:
     def reschedule(self, entry: Owed) -> bool:
         with self._job_lock(entry.job_id) as lease:
             current = self._read_entry(entry.job_id)
-            if current is None or current.event_id != entry.event_id:
+            if current is None or current.claim_key != entry.claim_key:
                 return False
             lease.check()
-            self._put_entry(entry)
+            self._put_entry(entry.released())
             return True
 
     def _put_entry(self, entry: Owed) -> None:

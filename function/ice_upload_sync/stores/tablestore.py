@@ -13,8 +13,9 @@ the same API), imported only when this store is chosen.
   jobs with GetRange, page by page, never scanning the records. Sweep cursors live in the
   same table under ``~cursor~<name>``, after every job ID (``~`` is not allowed in one), and so
   do outbox entries (``notify.Owed``, with ``notify_states`` set) under ``~outbox~<job_id>``,
-  columns ``entry`` (its JSON) and ``event_id``; both sort after ``~cursor~``, where the
-  pending listing stops, so neither is ever taken for an open job.
+  columns ``entry`` (its JSON), ``event_id`` and, once claimed, ``claim`` (holder and expiry:
+  what ``claim``, ``settle`` and ``reschedule`` put in their row condition); both sort after
+  ``~cursor~``, where the pending listing stops, so neither is ever taken for an open job.
 
 The merge rule is atomic through a compare-and-set: a record is written only if the row
 is still at the ``revision`` that was read (``EXPECT_NOT_EXIST`` for a new row). When
@@ -640,28 +641,46 @@ class TablestoreStore:
                     yield entry
             start = next_start[0][1] if next_start else None
 
-    def settle(self, job_id: str, event_id: str) -> bool:
-        """DeleteRow on the condition that the entry still holds ``event_id``."""
-        return self._if_event(f"settle the outbox entry of job {job_id}", "delete_row",
-                              ots.Row([("job_id", OUTBOX_PREFIX + job_id)]), event_id)
+    def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
+        """One PutRow of the entry claimed, on the condition that the row still has ``entry``'s
+        event and claim (no read: ``entry`` is what the listing or the save just read or wrote)."""
+        if not entry.claimable(now):
+            return None
+        claimed = entry.claimed_for(holder, until)
+        written = self._if_unchanged(f"claim the outbox entry of job {entry.job_id}", "put_row",
+                                     ots.Row([("job_id", OUTBOX_PREFIX + entry.job_id)], _entry_columns(claimed)),
+                                     entry)
+        return claimed if written else None
+
+    def settle(self, entry: Owed) -> bool:
+        """DeleteRow on the condition that the row still has ``entry``'s event and claim."""
+        return self._if_unchanged(f"settle the outbox entry of job {entry.job_id}", "delete_row",
+                                  ots.Row([("job_id", OUTBOX_PREFIX + entry.job_id)]), entry)
 
     def reschedule(self, entry: Owed) -> bool:
-        """PutRow on the condition that the entry exists and still holds ``entry.event_id``."""
-        return self._if_event(f"reschedule the outbox entry of job {entry.job_id}", "put_row",
-                              ots.Row([("job_id", OUTBOX_PREFIX + entry.job_id)], _entry_columns(entry)),
-                              entry.event_id)
+        """PutRow of ``entry.released()`` on the condition that the row still has ``entry``'s event and claim."""
+        return self._if_unchanged(f"reschedule the outbox entry of job {entry.job_id}", "put_row",
+                                  ots.Row([("job_id", OUTBOX_PREFIX + entry.job_id)],
+                                          _entry_columns(entry.released())), entry)
 
-    def _if_event(self, action: str, method: str, row: Any, event_id: str) -> bool:
-        condition = ots.Condition(ots.RowExistenceExpectation.EXPECT_EXIST,
-                                  ots.SingleColumnCondition("event_id", event_id, ots.ComparatorType.EQUAL,
-                                                            pass_if_missing=False))
+    def _if_unchanged(self, action: str, method: str, row: Any, entry: Owed) -> bool:
+        """``method`` on ``row`` if the stored entry still has ``entry.claim_key``: its ``event_id``
+        column, and its ``claim`` column (absent on an entry never claimed)."""
+        claim = _claim_column(entry)
+        unchanged = ots.CompositeColumnCondition(ots.LogicalOperator.AND)
+        unchanged.add_sub_condition(ots.SingleColumnCondition("event_id", entry.event_id, ots.ComparatorType.EQUAL,
+                                                              pass_if_missing=False))
+        # "" is never written (an entry never claimed has no claim column): EQUAL "" passes only if missing
+        unchanged.add_sub_condition(ots.SingleColumnCondition("claim", claim or "", ots.ComparatorType.EQUAL,
+                                                              pass_if_missing=claim is None))
+        condition = ots.Condition(ots.RowExistenceExpectation.EXPECT_EXIST, unchanged)
         try:
             getattr(self.client, method)(self.pending_table, row, condition)
         except StoreError:
             raise
         except Exception as error:  # the SDK's errors and urllib3's
             if self._condition_failed(error):
-                return False  # gone, or a newer state's entry: left as it is
+                return False  # gone, claimed or changed since, or a newer state's entry: left as it is
             raise self._fail(action, error) from None
         return True
 
@@ -752,7 +771,17 @@ def _one_row_may_be_to_blame(error: BaseException) -> bool:
 
 
 def _entry_columns(entry: Owed) -> List[Tuple[str, Any]]:
-    return [("entry", entry.to_json().decode("ascii")), ("event_id", entry.event_id)]
+    columns: List[Tuple[str, Any]] = [("entry", entry.to_json().decode("ascii")), ("event_id", entry.event_id)]
+    claim = _claim_column(entry)
+    if claim is not None:
+        columns.append(("claim", claim))
+    return columns
+
+
+def _claim_column(entry: Owed) -> Optional[str]:
+    """The ``claim`` column: ``<claimed_by> <claimed_until>`` (the latter "" once released); None (no
+    column) for an entry never claimed, as every entry ``save`` owes is."""
+    return f"{entry.claimed_by} {entry.claimed_until}" if entry.claimed_by else None
 
 
 def _revision_condition(revision: Optional[int]) -> Any:
