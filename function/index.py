@@ -37,6 +37,9 @@ from ice_upload_sync.stores import RecordStore, open_store
 from ice_upload_sync.sync import SyncService, invocation_deadline
 
 logger = logging.getLogger("ice_upload_sync")
+# How this instance is set up (CALLBACK_AUTH_KEY unset): for an FC instance serving ICE's callbacks;
+# the operator's command line, which runs the handler in a shell, leaves these out.
+setup_logger = logging.getLogger("ice_upload_sync.setup")
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,8 @@ def _initialize(context: Any) -> None:
     logger.setLevel(logging.INFO)
     settings = Settings.from_env()  # a CALLBACK_AUTH_KEY that is set but unusable stops the instance here
     if not settings.callback_auth_keys:
-        logger.warning("CALLBACK_AUTH_KEY is not set: HTTP callbacks are accepted without checking their "
-                       "signature. Set it to the AuthKey of ICE's callback settings.")
+        setup_logger.warning("CALLBACK_AUTH_KEY is not set: HTTP callbacks are accepted without checking their "
+                             "signature. Set it to the AuthKey of ICE's callback settings.")
     credentials = resolve_credentials(context)
     gateway = IceGateway(settings)
     gateway.bind(credentials)  # remembers them; the SDK is imported when a lookup needs it

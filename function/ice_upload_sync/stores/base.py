@@ -135,11 +135,14 @@ class RecordStore(Protocol):
         there (its cursor) and then wraps around to the start.
         """
 
-    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
+    def records(self, after: Optional[str] = None, *,
+                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order (after ``after``), streamed a page at a time.
 
         For the operator's command line (``list``, ``stats``); the function's own paths never
-        read the whole store.
+        read the whole store. A record that cannot be read or does not parse raises
+        ``StoreError``; with ``unreadable``, it is handed to it (its job ID, the error) and
+        skipped, so one bad record never hides the others.
         """
 
     # -- optional capabilities: SyncService looks for them with ``getattr`` ---------

@@ -35,7 +35,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import StoreError
 from ..notify import BadOutboxEntry, Owed, owes_notification
@@ -112,7 +112,9 @@ class FileStore:
     write_concurrency = 1
     notify_states: Tuple[str, ...] = ()  # set by open_store: the states announced (empty: none)
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, create: bool = True) -> None:
+        """``create=False`` (the operator's read commands): create nothing, and refuse a folder that
+        holds no store (a typo in ``RECORD_STORE`` is an error naming it, not an empty store)."""
         self.root = os.path.abspath(os.path.expanduser(root))
         self.jobs_dir = os.path.join(self.root, "jobs")
         self.pending_dir = os.path.join(self.root, "pending")
@@ -121,6 +123,14 @@ class FileStore:
         self.outbox_dir = os.path.join(self.root, "outbox")  # created on the first entry
         self._outbox_ready = False
         self._thread_locks = [threading.Lock() for _ in range(_STRIPES)]
+        if not create:
+            if not os.path.isdir(self.root):
+                raise StoreError(f"file store {self.root} does not exist: check RECORD_STORE (the function "
+                                 "creates it when it first records a job)")
+            if not os.path.isdir(self.jobs_dir):
+                raise StoreError(f"file store {self.root} has no jobs/ folder: it is no record store, or nothing "
+                                 "was recorded there yet; check RECORD_STORE")
+            return
         try:
             for folder in (self.jobs_dir, self.pending_dir, self.locks_dir):
                 os.makedirs(folder, exist_ok=True)
@@ -578,8 +588,12 @@ class FileStore:
         names.sort()
         yield from names
 
-    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
-        """Every record in ascending ``job_id`` order, read one at a time (the operator's command line)."""
+    def records(self, after: Optional[str] = None, *,
+                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
+        """Every record in ascending ``job_id`` order, read one at a time (the operator's command line).
+
+        A record that cannot be read or parsed raises ``StoreError``; with ``unreadable``, it is
+        handed to it (job ID, error) and skipped."""
         try:
             with os.scandir(self.jobs_dir) as entries:
                 names = sorted(entry.name[:-len(".json")] for entry in entries if entry.name.endswith(".json")
@@ -590,7 +604,13 @@ class FileStore:
             raise StoreError(f"file store {self.root}: cannot list records: {exc.strerror}") from None
         for job_id in names:
             if after is None or job_id > after:
-                record = self.load(job_id)
+                try:
+                    record = self.load(job_id)
+                except StoreError as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable(job_id, exc)
+                    continue
                 if record is not None:
                     yield record
 

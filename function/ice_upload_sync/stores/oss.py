@@ -110,7 +110,11 @@ class OssStore:
 
     def __init__(self, bucket: str, prefix: str, endpoint: str, region: str, credentials: Any = None, *,
                  page_size: int = PAGE_SIZE, lock_ttl_s: float = LOCK_TTL_S, lock_wait_s: float = LOCK_WAIT_S,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S,
+                 create: bool = True) -> None:
+        """``create=False`` (the operator's read commands): the first request checks that the store
+        exists, i.e. that the bucket holds something under the prefix (a typo in ``RECORD_STORE``
+        is an error naming it, not an empty store). Reads never create anything either way."""
         self.bucket_name = bucket
         self.prefix = prefix
         self.endpoint = endpoint
@@ -123,6 +127,7 @@ class OssStore:
         self._base = f"{prefix}/" if prefix else ""
         self._session = oss2.Session()  # one connection pool across credential rotations
         self._buckets: ClientCache[oss2.Bucket] = ClientCache(self._make_bucket)
+        self._existence_unchecked = not create
         if credentials is not None:
             self.bind(credentials)
 
@@ -257,15 +262,24 @@ class OssStore:
         """Ascending order; ``after`` becomes the listing's ``start-after``."""
         yield from self._names(self._marker_key(""), self._marker_key(after) if after else "", "list pending jobs")
 
-    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
+    def records(self, after: Optional[str] = None, *,
+                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order, a listing page (and one GET a record) at a time.
 
-        For the operator's command line, not the function's path: nothing is loaded ahead.
+        For the operator's command line, not the function's path: nothing is loaded ahead. A
+        record that cannot be read or parsed raises ``StoreError``; with ``unreadable``, it is
+        handed to it (job ID, error) and skipped.
         """
         folder = self._record_key("")[:-len(".json")]
         for name in self._names(folder, self._record_key(after) if after else "", "list records"):
             if name.endswith(".json"):
-                record = self.load(name[:-len(".json")])
+                try:
+                    record = self.load(name[:-len(".json")])
+                except StoreError as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable(name[:-len(".json")], exc)
+                    continue
                 if record is not None:
                     yield record
 
@@ -429,7 +443,22 @@ class OssStore:
         bucket = self._buckets.current
         if bucket is None:
             raise StoreError(f"OSS store {self.describe()}: no credentials bound")
+        if self._existence_unchecked:
+            self._require_existing(bucket)
         return bucket
+
+    def _require_existing(self, bucket: oss2.Bucket) -> None:
+        """``create=False``: the store exists when the bucket holds at least one object under the prefix."""
+        try:
+            listing = bucket.list_objects_v2(prefix=self._base, max_keys=1)
+        except (OssError, requests.RequestException) as exc:
+            raise self._error(exc, "read the store") from None
+        if not listing.object_list and not listing.prefix_list:
+            where = f"under the prefix {self._base!r}" if self._base else "at all"
+            raise StoreError(f"OSS store {self.describe()} does not exist: bucket {self.bucket_name!r} holds no "
+                             f"object {where} at {self.endpoint}; check RECORD_STORE (the function writes "
+                             "there when it first records a job)")
+        self._existence_unchecked = False
 
     def _call(self, doing: str, action: Callable[[oss2.Bucket], _T], *,
               passthrough: Callable[[OssError], bool] = lambda exc: False) -> _T:

@@ -39,7 +39,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import tablestore as ots
 import urllib3
@@ -713,8 +713,12 @@ class TablestoreStore:
                 yield row.primary_key[0][1]
             start = next_start[0][1] if next_start else None
 
-    def records(self, after: Optional[str] = None) -> Iterator[JobRecord]:
-        """Every record in ascending ``job_id`` order, one GetRange page at a time (the operator's command line)."""
+    def records(self, after: Optional[str] = None, *,
+                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
+        """Every record in ascending ``job_id`` order, one GetRange page at a time (the operator's command line).
+
+        A row that does not parse as a record raises ``StoreError``; with ``unreadable``, it is
+        handed to it (job ID, error) and skipped."""
         start: Any = ots.INF_MIN if after is None else after + "\x00"
         while start is not None:
             _consumed, next_start, rows, _token = self._call(
@@ -722,7 +726,15 @@ class TablestoreStore:
                 None, self.page_size, max_version=1)
             for row in rows:
                 if row.attribute_columns:
-                    yield self._parse_record(row.primary_key[0][1], row.attribute_columns)[0]
+                    job_id = row.primary_key[0][1]
+                    try:
+                        record = self._parse_record(job_id, row.attribute_columns)[0]
+                    except StoreError as exc:
+                        if unreadable is None:
+                            raise
+                        unreadable(job_id, exc)
+                        continue
+                    yield record
             start = next_start[0][1] if next_start else None
 
     def load_cursor(self, name: str) -> Optional[str]:
