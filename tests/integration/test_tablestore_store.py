@@ -111,12 +111,65 @@ def test_a_corrupt_record_is_a_store_error(server, store, table):
         store.load("job00001")
 
 
-def test_an_unchanged_answer_is_told_from_the_fingerprint_alone(server, store, table):
+def test_an_unchanged_answer_is_told_from_the_fingerprint_alone(server, store, table, monkeypatch):
     store.save(record(user_data={"a": 1}))
-    server.set_columns(table, [("job_id", "job00001")], user_data="{not json")  # a full read would fail
-    assert not store.save(replace(record(user_data={"a": 1}), updated_at=LATER)).changed
-    with pytest.raises(StoreError, match="corrupt"):  # a different answer reads the whole row
-        store.save(record(state="uploading", user_data={"a": 1}))
+
+    def no_decoding(job_id, columns):
+        raise AssertionError("an unchanged answer decoded the stored record")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ts_module, "record_from_row", no_decoding)
+        assert not store.save(replace(record(user_data={"a": 1}), updated_at=LATER)).changed
+
+
+def test_a_cell_edited_in_place_is_never_vouched_for(server, store, table):
+    """UpdateRow leaves ``info`` (and ``answer``) as they were: only the seal tells the row was edited."""
+    store.save(record(user_data={"a": 1}))
+    server.set_columns(table, [("job_id", "job00001")], user_data="{not json")
+    with pytest.raises(StoreError, match="corrupt"):  # the same answer now reads the whole row
+        store.save(replace(record(user_data={"a": 1}), updated_at=LATER))
+    assert store.answer_digests(["job00001"]) == {}
+
+
+def _bound(**fields):
+    return replace(record(**fields), answer_digest="d" * 32)
+
+
+def test_a_column_removed_in_place_is_never_vouched_for(server, store, table):
+    store.save(_bound(media_id="m-real"))
+    assert store.answer_digests(["job00001"]) == {"job00001": "d" * 32}
+    server.drop_columns(table, [("job_id", "job00001")], "media_id")  # e.g. a console's "delete column"
+    assert store.answer_digests(["job00001"]) == {}
+    assert store.save(replace(_bound(media_id="m-real"), updated_at=LATER)).changed  # repaired, not vouched
+    assert server.row(table, [("job_id", "job00001")])["media_id"] == "m-real"
+    assert store.answer_digests(["job00001"]) == {"job00001": "d" * 32}
+
+
+def test_a_row_put_back_whole_by_hand_is_never_vouched_for(server, store, table):
+    """A script that reads the row, changes a cell and puts every column back (seal and digest
+    included) gives the cells the service's own version, not the one the seal names."""
+    store.save(_bound(media_id="m-real"))
+    copied = dict(server.row(table, [("job_id", "job00001")]), media_id="m-wrong")
+    store.client.put_row(table, ts_module.ots.Row([("job_id", "job00001")], list(copied.items())),
+                         ts_module.ots.Condition("IGNORE"))
+    assert store.answer_digests(["job00001"]) == {}
+    assert store.save(replace(_bound(media_id="m-real"), updated_at=LATER)).changed
+    assert store.load("job00001").media_id == "m-real"
+
+
+def test_rows_the_previous_version_wrote_are_sealed_by_their_next_save(server, store, table):
+    """The upgrade: rows without a seal are checked the ordinary way once, then vouched for."""
+    unsealed = [(name, value) for name, value, _stamp in ts_module.record_columns(_bound(), 1)
+                if name != ts_module.SEAL]
+    store.client.put_row(table, ts_module.ots.Row([("job_id", "job00001")], unsealed),
+                         ts_module.ots.Condition("IGNORE"))
+    store.track(Tracking("job00001", NOW, "timer"))
+    assert store.answer_digests(["job00001"]) == {}
+    result = store.save(replace(_bound(), updated_at=LATER))
+    assert not result.changed  # the same information: written again only to seal it
+    row = server.row(table, [("job_id", "job00001")])
+    assert row["revision"] == 2 and ts_module.SEAL in row and row["state"] == "processing"
+    assert store.answer_digests(["job00001"]) == {"job00001": "d" * 32}
 
 
 def test_a_bare_key_in_the_table_is_filled_in(server, store, table):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -89,8 +90,7 @@ _RETRYABLE_CODES = frozenset({"OTSServerBusy", "OTSQuotaExhausted", "OTSTimeout"
 _ACCESS_CODES = frozenset({"OTSAuthFailed", "OTSNoPermissionAccess", "OTSTempUserUnauthorized"})
 _INSTANCE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,14}[A-Za-z0-9]$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,246}$")
-# what a save reads first: enough to tell "unchanged" and to write conditionally
-LIGHT_COLUMNS = ["job_id", "revision", "info", "first_seen_at", "answer"]
+SEAL = "seal"  # "<cell timestamp>:<cells>" of the PutRow that wrote a record row: see row_sealed
 RAM_ACTIONS = ("ots:GetRow", "ots:BatchGetRow", "ots:PutRow", "ots:DeleteRow", "ots:BatchWriteRow", "ots:GetRange")
 
 
@@ -143,9 +143,10 @@ class BoundedRetryPolicy(DefaultRetryPolicy):
 # ---------------------------------------------------------------- rows <-> records
 
 
-def record_columns(record: JobRecord, revision: int) -> List[Tuple[str, Any]]:
-    """The row of a record. Raises ``UnencodableRecord`` for one that is not strict JSON in
-    UTF-8, before any request: the SDK would fail the whole BatchWriteRow on it."""
+def record_columns(record: JobRecord, revision: int, stamp_ms: Optional[int] = None) -> List[Tuple[str, Any, int]]:
+    """The row of a record, sealed (``row_sealed``): every cell carries ``stamp_ms`` (now) as its
+    version. Raises ``UnencodableRecord`` for one that is not strict JSON in UTF-8, before any
+    request: the SDK would fail the whole BatchWriteRow on it."""
     data = record.to_dict()
     columns: List[Tuple[str, Any]] = []
     for name in RECORD_FIELDS:
@@ -169,7 +170,27 @@ def record_columns(record: JobRecord, revision: int) -> List[Tuple[str, Any]]:
     if record.answer_digest is not None and not record.final:
         columns.append(("answer", record.answer_digest))  # see TablestoreStore.answer_digests
     columns.append(("revision", revision))
-    return columns
+    stamp = int(time.time() * 1000) if stamp_ms is None else stamp_ms
+    columns.append((SEAL, f"{stamp}:{len(columns) + 1}"))
+    return [(name, value, stamp) for name, value in columns]
+
+
+def row_sealed(attributes: Sequence[Sequence[Any]]) -> bool:
+    """The row is exactly as the PutRow of ``record_columns`` left it: no cell written since, none removed.
+
+    That PutRow gives every cell one version (its ``seal`` names it) and says how many cells it
+    wrote. A cell written by anyone since (the console's UpdateRow, a script, an older version
+    of this code, which wrote no seal) carries another version; a removed one changes the count.
+    Only a sealed row's ``info`` and ``answer`` may vouch for the record beside them.
+    """
+    seal = next((cell for cell in attributes if cell[0] == SEAL), None)
+    if seal is None or not isinstance(seal[1], str):
+        return False
+    stamp, _, count = seal[1].partition(":")
+    if not (stamp.isdigit() and count.isdigit()) or int(count) != len(attributes):
+        return False
+    version = int(stamp)
+    return all(len(cell) > 2 and cell[2] == version for cell in attributes)
 
 
 def record_from_row(job_id: str, columns: Iterable[Sequence[Any]]) -> Tuple[JobRecord, int]:
@@ -178,6 +199,7 @@ def record_from_row(job_id: str, columns: Iterable[Sequence[Any]]) -> Tuple[JobR
     data.pop("final", None)
     data.pop("info", None)
     data.pop("answer", None)
+    data.pop(SEAL, None)
     if "user_data" in data:
         data["user_data"] = json.loads(data["user_data"])
     data["job_id"] = job_id
@@ -189,11 +211,13 @@ class _Stored:
     record: Optional[JobRecord]  # None: no row, or (``same``) not read because nothing changed
     revision: Optional[int]
     marker: Optional[Tracking]
-    same: bool = False  # the row holds exactly this information already (its fingerprint matched)
+    same: bool = False  # the row holds exactly this information already (sealed, and its fingerprint matched)
     first_seen_at: Optional[str] = None
     fingerprint: Optional[str] = None
     answer: Optional[str] = None  # the answer digest bound to the stored record
     error: Optional[StoreError] = None  # this job's rows could not be read (or are corrupt): it fails alone
+    sealed: bool = False  # ``row_sealed``: nobody wrote the row since we did
+    attributes: Any = None  # the row's cells, until the record is parsed from them (or need not be)
 
 
 @dataclass
@@ -203,7 +227,7 @@ class _Plan:
     stored: _Stored
     result: MergeResult
     columns: Optional[List[Tuple[str, Any]]] = None  # the row to write, when the result changed (or rebind)
-    rebind: bool = False  # unchanged, but the stored row lacks fresh's answer digest: written again with it
+    rebind: bool = False  # unchanged, but the row lacks fresh's answer digest or its seal: written again
     owe: Optional[Owed] = None  # the outbox entry to write before the record (notify_states)
 
 
@@ -436,6 +460,13 @@ class TablestoreStore:
             rebind = fresh.answer_digest is not None and not fresh.final and state.answer != fresh.answer_digest
         else:
             result = merge(state.record, fresh, tracked_since=state.marker.first_seen_at if state.marker else None)
+            stored = state.record
+            if not result.changed and stored is not None and not state.sealed:
+                # the same information in a row we cannot vouch for (written by an older version, or
+                # edited by hand back to what it was): seal it, and bind fresh's digest where it fits
+                rebind = True
+                if not stored.final and fresh.answer_digest is not None and stored.same_information(fresh):
+                    result = MergeResult(replace(fresh, first_seen_at=stored.first_seen_at), False)
         columns = record_columns(result.record, (state.revision or 0) + 1) if result.changed or rebind else None
         owe = None
         if result.changed and self.notify_states and \
@@ -476,34 +507,34 @@ class TablestoreStore:
     def _read_many(self, fingerprints: Mapping[str, str]) -> Dict[str, _Stored]:
         """Records and markers of these jobs, two rows a job in one BatchGetRow per 50 jobs.
 
-        First only the bookkeeping columns: a record whose fingerprint matches the fresh one
-        is not read further (the sweep's usual case, a few bytes instead of the whole row to
-        decode); the others are read whole in a second call.
+        A sealed row whose fingerprint matches the fresh record holds its information already:
+        its record is not decoded (the sweep's usual case); the others are parsed from the same
+        answer. Only the seal makes the fingerprint trustworthy: a cell edited in place leaves
+        ``info`` as it was (``row_sealed``).
         """
-        found = self._batch_get(list(fingerprints), self.table, LIGHT_COLUMNS, with_markers=True)
+        found = self._batch_get(list(fingerprints))
         for job_id, state in found.items():
-            state.same = state.fingerprint is not None and state.fingerprint == fingerprints[job_id]
-        differing = [job_id for job_id, state in found.items()
-                     if state.revision is not None and not state.same and state.error is None]
-        if differing:
-            for job_id, full in self._batch_get(differing, self.table, None, with_markers=False).items():
-                state = found[job_id]
-                state.record, state.revision, state.error = full.record, full.revision, full.error
+            state.same = state.sealed and state.fingerprint is not None and state.fingerprint == fingerprints[job_id]
+            if not state.same and state.attributes and state.error is None:
+                try:
+                    state.record, state.revision = self._parse_record(job_id, state.attributes)
+                except StoreError as error:
+                    state.error = error
+            state.attributes = None
         return found
 
-    def _batch_get(self, job_ids: List[str], table: str, columns: Optional[List[str]], *,
-                   with_markers: bool) -> Dict[str, _Stored]:
+    def _batch_get(self, job_ids: List[str]) -> Dict[str, _Stored]:
+        """The record and marker rows of these jobs, whole (``_take_row`` keeps what a save needs)."""
         found: Dict[str, _Stored] = {job_id: _Stored(None, None, None) for job_id in job_ids}
-        step = MAX_BATCH_GET // 2 if with_markers else MAX_BATCH_GET
+        step = MAX_BATCH_GET // 2  # two rows a job
         for start in range(0, len(job_ids), step):
             chunk = job_ids[start:start + step]
             request = ots.BatchGetRowRequest()
             keys = [[("job_id", job_id)] for job_id in chunk]
-            request.add(ots.TableInBatchGetRowItem(table, keys, columns_to_get=columns, max_version=1))
-            if with_markers:
-                request.add(ots.TableInBatchGetRowItem(self.pending_table, keys, max_version=1))
+            request.add(ots.TableInBatchGetRowItem(self.table, keys, max_version=1))
+            request.add(ots.TableInBatchGetRowItem(self.pending_table, keys, max_version=1))
             response = self._call(f"read {len(chunk)} job(s)", "batch_get_row", request)
-            for name in (table, self.pending_table) if with_markers else (table,):
+            for name in (self.table, self.pending_table):
                 for job_id, item in zip(chunk, response.get_result_by_table(name)):
                     state = found[job_id]
                     if not item.is_ok:
@@ -511,7 +542,7 @@ class TablestoreStore:
                                                  f"{item.error_code}")
                     elif item.row is not None:
                         try:
-                            self._take_row(state, job_id, name, columns, item.row.attribute_columns)
+                            self._take_row(state, job_id, name, item.row.attribute_columns)
                         except StoreError as error:
                             state.error = error
                         except (ValueError, TypeError, ArithmeticError) as error:  # a row edited by hand
@@ -519,21 +550,20 @@ class TablestoreStore:
                                                      f"in {name} is corrupt: {type(error).__name__}")
         return found
 
-    def _take_row(self, state: _Stored, job_id: str, table: str, columns: Optional[List[str]],
-                  attributes: Any) -> None:
+    def _take_row(self, state: _Stored, job_id: str, table: str, attributes: Any) -> None:
         if table == self.pending_table:
             state.marker = self._parse_marker(job_id, attributes)
-        elif columns is None:
-            if attributes:
-                state.record, state.revision = self._parse_record(job_id, attributes)
-            else:  # a bare key, put there by hand: no record, but the row exists
-                state.revision = 0
-        else:
-            values = {column[0]: column[1] for column in attributes or ()}
-            state.revision = int(values.get("revision", 0))
-            state.first_seen_at = values.get("first_seen_at")
-            state.fingerprint = values.get("info")
-            state.answer = values.get("answer")
+            return
+        # the bookkeeping only (a bare key, put there by hand, is a row with no record: revision 0);
+        # ``_read_many`` decodes the record from ``attributes`` when it needs it
+        attributes = attributes or ()
+        values = {column[0]: column[1] for column in attributes}
+        state.revision = int(values.get("revision", 0))
+        state.first_seen_at = values.get("first_seen_at")
+        state.fingerprint = values.get("info")
+        state.answer = values.get("answer")
+        state.sealed = row_sealed(attributes)
+        state.attributes = attributes or None
 
     def _write_rows(self, rows: List[_RowWrite], action: str) -> Dict[str, Exception]:
         """BatchWriteRow in chunks: (table, "put"|"delete", job_id, columns, expected revision).
@@ -598,12 +628,13 @@ class TablestoreStore:
                 failures[job_id] = _RowFailure(outcome.error_code or "unknown", outcome.error_message or "")
 
     def answer_digests(self, job_ids: Sequence[str]) -> Dict[str, str]:
-        """The ``answer`` column of these jobs' rows, one BatchGetRow per 100 jobs.
+        """The ``answer`` column of these jobs' sealed rows, one BatchGetRow per 100 jobs.
 
         The column is written in the same PutRow as the record it describes, and only for a
-        non-final record; every record write replaces the whole row, so a row written by
-        anything that did not bind a digest (an older version, a record that became final)
-        has none, and the column always describes the record beside it.
+        non-final record; every record write of ours replaces the whole row, so a row written by
+        anything that did not bind a digest (an older version, a record that became final) has
+        none. A cell written in place since (UpdateRow by hand or by a script) unseals the row
+        (``row_sealed``): it is not vouched for, and the sweep checks it the ordinary way.
         """
         unique = list(dict.fromkeys(job_ids))
         vouched: Dict[str, str] = {}
@@ -611,11 +642,11 @@ class TablestoreStore:
             chunk = unique[start:start + MAX_BATCH_GET]
             request = ots.BatchGetRowRequest()
             request.add(ots.TableInBatchGetRowItem(self.table, [[("job_id", job_id)] for job_id in chunk],
-                                                   columns_to_get=["answer"], max_version=1))
+                                                   max_version=1))
             response = self._call(f"read the answer digests of {len(chunk)} job(s)", "batch_get_row", request)
             for job_id, item in zip(chunk, response.get_result_by_table(self.table)):
-                if item.is_ok and item.row is not None:
-                    for column in item.row.attribute_columns or ():
+                if item.is_ok and item.row is not None and row_sealed(item.row.attribute_columns or ()):
+                    for column in item.row.attribute_columns:
                         if column[0] == "answer" and isinstance(column[1], str):
                             vouched[job_id] = column[1]
         return vouched
