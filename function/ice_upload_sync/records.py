@@ -162,7 +162,19 @@ class JobRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
-        return cls(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
+        """A stored record; ``ValueError`` (stores: "corrupt", naming the job) when a field is not
+        what the schema allows: a record edited by hand must not fail later, somewhere else."""
+        fields = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
+        if fields.get("state") not in STATES:
+            raise ValueError(f"state {str(fields.get('state'))[:40]!r} is not one of {', '.join(STATES)}")
+        for name in _TEXT_FIELDS:
+            value = fields.get(name)
+            if not isinstance(value, str) and (value is not None or name in _REQUIRED_TEXT):
+                raise ValueError(f"{name} is {type(value).__name__}, not text")
+        size = fields.get("file_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+            raise ValueError(f"file_size is {type(size).__name__}, not a whole number")
+        return cls(**fields)
 
     def same_information(self, other: JobRecord) -> bool:
         """True when only bookkeeping differs (when and why we looked, not what ICE said)."""
@@ -177,6 +189,9 @@ class JobRecord:
 
 # what a stored record may set (``answer_digest`` is the store's to give, not the record's)
 _RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__) - {"answer_digest"}
+_REQUIRED_TEXT = ("job_id", "source", "ice_request_id", "first_seen_at", "updated_at")
+_TEXT_FIELDS = _REQUIRED_TEXT + ("upload_url", "media_id", "ice_status", "created_at", "completed_at",
+                                 "error_code", "error_message")
 
 
 def _same_json(first: Any, second: Any) -> bool:

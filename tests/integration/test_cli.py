@@ -226,6 +226,16 @@ def test_one_unreadable_record_is_named_and_skipped_on_every_store(recorded, cap
     assert run("get", JOB["succeeded"])[0] == 0
 
 
+def test_a_record_edited_into_an_unknown_state_is_named_and_skipped(recorded, capsys):
+    edit_record(recorded, JOB["processing"], state="done")  # no such state: a hand edit
+    code, text = run("list", "--json")
+    listing = json.loads(text)
+    assert code == 1 and listing["unreadable_count"] == 1 and listing["unreadable"][0]["job_id"] == JOB["processing"]
+    assert JOB["succeeded"] in {record["job_id"] for record in listing["records"]}
+    code, text = run("stats", "--json")
+    assert code == 1 and json.loads(text)["unreadable_count"] == 1
+
+
 def test_stats_reads_times_in_other_formats(recorded):
     edit_record(recorded, JOB["processing"], first_seen_at="2026-01-01 08:00:00")  # as ICE writes its times
     edit_record(recorded, JOB["pending"], first_seen_at="not a time")  # the marker's time is used instead

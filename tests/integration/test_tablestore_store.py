@@ -82,7 +82,7 @@ def test_the_same_answer_twice_writes_nothing(server, store):
 
 def test_a_final_record_is_never_replaced_by_a_non_final_one(store):
     store.save(final())
-    assert not store.save(record(state="uploading")).changed
+    assert not store.save(record(state="pending")).changed
     assert store.load("job00001").state == "succeeded" and store.tracking("job00001") is None
 
 
@@ -202,7 +202,7 @@ def test_many_records_take_a_few_batched_calls(server, store, table):
 
 
 def test_a_batch_may_repeat_a_job_and_the_later_record_is_merged_after_the_first(store):
-    results = store.save_many([record(), final(), record(state="uploading")])
+    results = store.save_many([record(), final(), record(state="pending")])
     assert [r.changed for r in results] == [True, True, False]
     assert store.load("job00001").state == "succeeded" and store.tracking("job00001") is None
 
@@ -285,7 +285,7 @@ def test_a_busy_service_is_not_split_row_by_row(server, store):
 def test_a_corrupt_row_fails_its_own_job_and_not_the_others_read_with_it(server, store, table):
     store.save_many([record(f"job{n:05d}") for n in range(3)])
     server.set_columns(table, [("job_id", "job00001")], user_data="{not json", info="stale")
-    results = store.save_many([record(f"job{n:05d}", state="uploading") for n in range(3)])
+    results = store.save_many([record(f"job{n:05d}", state="pending") for n in range(3)])
     assert isinstance(results[1], StoreError) and "job00001" in str(results[1])
     assert results[0].changed and results[2].changed
 
@@ -315,7 +315,7 @@ def test_racing_final_and_stale_writers_never_end_non_final(server, table):
     for round_number in range(400):
         job_id = f"race{round_number:04d}"
         stores[0].save(replace(stale, job_id=job_id))  # the job is open, as it is when ICE finishes it
-        race(stores, [replace(stale, job_id=job_id, state="uploading"), replace(done, job_id=job_id)])
+        race(stores, [replace(stale, job_id=job_id, state="pending"), replace(done, job_id=job_id)])
         assert stores[0].load(job_id).state == "succeeded"
         assert stores[0].tracking(job_id) is None
         if round_number >= 39 and lost():
@@ -336,7 +336,7 @@ def test_a_lost_race_is_read_again_and_merged(server, store, table):
         return found
 
     store._read_many = read_then_lose
-    result = store.save(record(state="uploading"))
+    result = store.save(record(state="pending"))
     assert not result.changed and result.record.state == "succeeded" and len(calls) == 2
 
 
@@ -372,7 +372,7 @@ def test_an_index_entry_whose_record_is_final_is_cleaned_up_by_the_next_save(ser
         f"{table}_pending", ts_module.ots.Row([("job_id", "job00001")], [("first_seen_at", NOW)]),
         ts_module.ots.Condition("IGNORE"))
     assert list(store.pending_job_ids()) == ["job00001"]
-    assert not store.save(record(state="uploading")).changed  # what a sweep's stale answer does
+    assert not store.save(record(state="pending")).changed  # what a sweep's stale answer does
     assert list(store.pending_job_ids()) == []
 
 

@@ -318,3 +318,23 @@ def test_the_fingerprint_follows_what_ice_said_and_ignores_our_bookkeeping():
 def test_equal_fingerprints_mean_the_same_information(first, second):
     one, two = record(user_data=first), record(user_data=second)
     assert (information_fingerprint(one) == information_fingerprint(two)) == one.same_information(two)
+
+
+@pytest.mark.parametrize("edit, names", [
+    ({"state": ["succeeded"]}, "state"), ({"state": "done"}, "state"), ({"state": None}, "state"),
+    ({"job_id": 7}, "job_id"), ({"updated_at": None}, "updated_at"), ({"media_id": {"a": 1}}, "media_id"),
+    ({"file_size": "12"}, "file_size"), ({"file_size": True}, "file_size"), ({"file_size": 1.5}, "file_size"),
+])
+def test_a_stored_record_edited_into_another_shape_is_refused_naming_the_field(edit, names):
+    """A hand edit must fail where the record is read (a store calls it corrupt), not later, somewhere else."""
+    stored = {**JobRecord(job_id="j1", state="processing", source="timer", ice_request_id="r",
+                          first_seen_at="2026-11-25T03:00:00Z", updated_at="2026-11-25T03:00:00Z").to_dict(), **edit}
+    with pytest.raises(ValueError, match=names):
+        JobRecord.from_dict(stored)
+
+
+def test_a_stored_record_of_every_state_reads_back():
+    for state in ("pending", "processing", "succeeded", "failed", "not_found", "expired"):
+        record = JobRecord(job_id="j1", state=state, source="timer", ice_request_id="r", first_seen_at="t",
+                           updated_at="t", file_size=0)
+        assert JobRecord.from_dict(record.to_dict()) == record
