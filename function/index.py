@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ice_upload_sync import callback_auth
+from ice_upload_sync import callback_auth, handback
 from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import (
     BadRequest,
@@ -33,6 +33,7 @@ from ice_upload_sync.eventbridge import EventBridgeBus
 from ice_upload_sync.events import HttpCallback, SyncRequest, parse_event, parse_http_body
 from ice_upload_sync.ice import IceGateway, resolve_credentials
 from ice_upload_sync.logs import REQUEST_ID, use_json_lines
+from ice_upload_sync.redact import redact_urls
 from ice_upload_sync.stores import RecordStore, open_store
 from ice_upload_sync.sync import SyncService, invocation_deadline
 
@@ -143,13 +144,40 @@ def _http_callback(app: App, request: HttpCallback, context: Any, started: float
         status = 405 if isinstance(exc, MethodNotAllowed) else 413 if isinstance(exc, PayloadTooLarge) else 400
         _log({"event": "bad_request", "error": str(exc)}, context, started, logging.WARNING)
         return _http_answer(status, {"error": str(exc)})
+    authenticated = bool(app.settings.callback_auth_keys)
+    if authenticated and handback.is_handed_back(request):
+        # Our own hand-back, which FC runs asynchronously: nobody waits for this answer, so the
+        # lookup has the function's whole time, on a cold instance too, and a failure raises
+        # (FC retries, then the failure destination). It is never handed back again.
+        return _http_answer(200, _run(app, sync_request, context,
+                                      invocation_deadline(started, _timeout_s(context)), started))
     deadline = started + app.settings.callback_deadline_s
     # A cold instance would spend the callback's whole window importing the ICE SDK: it
-    # records the job as tracked and leaves the lookup to the sweep. A callback that names
-    # no job ID (only a URL) has nothing to track, so it is looked up whatever it costs.
+    # records the job as tracked and hands the request back to the function's own trigger, to
+    # be looked up asynchronously (else the sweep records it). A callback that names no job ID
+    # (only a URL) has nothing to track, so it is looked up whatever it costs.
     defer = not app.gateway.ready and not sync_request.upload_urls
-    return _http_answer(200, _run(app, sync_request, context, deadline, started, defer_lookups=defer,
-                                  answering_ice=True))
+    summary = _run(app, sync_request, context, deadline, started, defer_lookups=defer, answering_ice=True)
+    if defer and summary["deferred"] and authenticated and app.settings.callback_handback:
+        summary["handed_back"] = _hand_back(app, request, context, started, deadline)
+    return _http_answer(200, summary)
+
+
+def _hand_back(app: App, request: HttpCallback, context: Any, started: float, deadline: float) -> bool:
+    """``handback.hand_back`` within what is left of the callback's deadline; True if FC took it.
+
+    Either way the jobs are tracked: a hand-back FC did not take is recorded by the next sweep.
+    """
+    url = handback.trigger_url(request, app.settings.callback_url)
+    if url is None:
+        logger.warning("cannot hand the callback back: no trigger URL to use (set CALLBACK_URL to the HTTP "
+                       "trigger's https:// URL); the next sweep records the job")
+        return False
+    timeout_s = max(0.2, min(handback.TIMEOUT_S, deadline - time.monotonic()))
+    outcome = handback.hand_back(request, url, timeout_s=timeout_s)
+    _log({"event": "handback", "accepted": outcome.accepted, "detail": outcome.detail, "url": redact_urls(url)},
+         context, started, logging.INFO if outcome.accepted else logging.WARNING)
+    return outcome.accepted
 
 
 def _authenticate(app: App, request: HttpCallback) -> None:

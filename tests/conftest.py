@@ -31,6 +31,16 @@ from tests.scenario import seed_jobs
 hypothesis_settings.register_profile("busy-machine", deadline=None)
 hypothesis_settings.load_profile("busy-machine")
 
+
+
+@pytest.fixture(autouse=True)
+def no_handback_to_the_samples_trigger(monkeypatch):
+    """CALLBACK_HANDBACK off unless a test turns it on: the sample callbacks name a public trigger
+    (fcapp.run), and no test may hand a request back there. Hand-back tests set it on with a
+    loopback CALLBACK_URL (tests/fc_runtime.py's instances get the same default)."""
+    monkeypatch.setenv("CALLBACK_HANDBACK", "off")
+
+
 ACCESS_KEY_ID = "LTAI-test-key-id"
 ACCESS_KEY_SECRET = "test-secret-must-never-be-logged"
 STS_KEY_ID = "STS.test-sts-key-id"

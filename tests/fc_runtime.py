@@ -181,9 +181,11 @@ class FcInstance:
                    "--code", str(code), "--runtime", runtime, "--handler", handler, "--initializer", initializer]
         if vendor is not None:
             command += ["--vendor", str(vendor)]
+        # CALLBACK_HANDBACK off unless ``env`` says on: the sample callbacks name a public trigger
+        # (fcapp.run), and no test may hand a request back there; hand-back tests give a loopback one
         environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1",
                        "FC_FUNCTION_NAME": "ice-upload-sync", "FC_REGION": "cn-shanghai",
-                       "FC_FUNC_CODE_PATH": str(code), **(env or {})}
+                       "FC_FUNC_CODE_PATH": str(code), "CALLBACK_HANDBACK": "off", **(env or {})}
         self.started = time.perf_counter()
         self._log_file = tempfile.TemporaryFile(mode="w+")  # a pipe would fill up and stall a chatty instance
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -54,7 +54,7 @@ class NotifyEndpoint:
 
     @property
     def loopback(self) -> bool:
-        return _is_loopback(urlsplit(self.url).hostname or "")
+        return is_loopback(urlsplit(self.url).hostname or "")
 
     def __repr__(self) -> str:
         return f"NotifyEndpoint({self.shown!r})"
@@ -83,6 +83,9 @@ class Settings:
     callback_max_skew_s: int = 300
     # How long the HTTP callback path may spend on its lookup; ICE waits 3 s in all.
     callback_deadline_s: float = 1.5
+    # A cold instance hands a signed callback back to its own HTTP trigger as an asynchronous
+    # invocation (handback.py); False (CALLBACK_HANDBACK=off): the lookup waits for the sweep.
+    callback_handback: bool = True
     max_track_age_hours: float = 72.0
     # A tracked job that ICE has never known stops being swept this long after tracking began
     # (recorded as expired): ICE signs a callback's URL and time, not its body, so one captured
@@ -130,6 +133,7 @@ class Settings:
             callback_url=text("CALLBACK_URL"),
             callback_max_skew_s=_number(env, "CALLBACK_MAX_SKEW_S", cls.callback_max_skew_s, int, 1),
             callback_deadline_s=_number(env, "CALLBACK_DEADLINE_S", cls.callback_deadline_s, float, 0.1),
+            callback_handback=_switch(env, "CALLBACK_HANDBACK", cls.callback_handback),
             max_track_age_hours=_number(env, "MAX_TRACK_AGE_HOURS", cls.max_track_age_hours, float, 0.0001),
             unknown_job_grace_minutes=_number(env, "UNKNOWN_JOB_GRACE_MINUTES", cls.unknown_job_grace_minutes,
                                               float, 0.001),
@@ -281,15 +285,29 @@ def parse_eventbridge_bus(value: Optional[str]) -> Optional[str]:
     return name
 
 
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """``on`` / ``off`` (also true/false, 1/0, yes/no, any case); unset or blank: ``default``."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return _SWITCH[raw.lower()]
+    except KeyError:
+        raise ConfigError(f"{name} {raw[:40]!r} must be on or off") from None
+
+
 def _https_unless_loopback(name: str, shown: str, parts: SplitResult) -> None:
     """Plain http:// only to this machine (tests, emulators, local receivers): anywhere else what
     travels with the request (an STS token, a signed record) is readable on the way."""
-    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname or ""):
         raise ConfigError(f"{name} {shown!r} must use https:// (http:// is only for loopback addresses: "
                           "127.0.0.1, ::1, localhost)")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
     try:

@@ -10,7 +10,9 @@ runtime's Python (CPython 3.10), median of ``--runs``:
 (a) the bare interpreter (``python -I -S -c pass``);
 (b) importing the ICE SDK client from the package;
 (c) a cold, signed HTTP callback through tests/fc_runtime.py: interpreter start, the
-    initializer, the handler, up to the answer;
+    initializer, the handler (tracking the job and handing the request back to a loopback
+    trigger that answers 202, as FC's does to an async request), up to the answer; and the
+    same with ``CALLBACK_HANDBACK=off``, which leaves the lookup to the sweep;
 (d) a cold timer sweep of 10 tracked jobs, the same way.
 
 CPU is user + system time of the whole process since it started (what 0.25 vCPU has to
@@ -37,6 +39,7 @@ from typing import Callable, Dict, List, Optional
 from tests.deploy import artifact
 from tests.deploy import package as pkg
 from tests.emulators.ice import IceEmulator
+from tests.emulators.trigger_stub import Trigger
 from tests.fc_runtime import FcInstance, answer_body
 from tests.scenario import CALLBACK_AUTH_KEY, load_event, seed_jobs, signed_http_event
 
@@ -104,7 +107,8 @@ def cold_invocation(code: Path, python: str, env: Dict[str, str], event: dict,
             "ice_sdk_loaded": float("alibabacloud_ice20201109" in answer["loaded"])}
 
 
-def measure(code: Path, python: str, ice: IceEmulator, stores: Stores, kinds: List[str], runs: int) -> Dict:
+def measure(code: Path, python: str, ice: IceEmulator, trigger: Trigger, stores: Stores, kinds: List[str],
+            runs: int) -> Dict:
     base = {"PATH": "/usr/bin:/bin", "ICE_ENDPOINT": ice.endpoint,
             "ICE_REGION": "cn-shanghai", "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID,
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET, "CALLBACK_AUTH_KEY": CALLBACK_AUTH_KEY}
@@ -122,6 +126,10 @@ def measure(code: Path, python: str, ice: IceEmulator, stores: Stores, kinds: Li
         summary = json.loads(body["body"])
         assert body["statusCode"] == 200 and summary["tracked"] + summary["written"] >= 1, body
 
+    def handed_back(body: dict) -> None:
+        callback_answer(body)
+        assert json.loads(body["body"])["handed_back"] is True, body
+
     def sweep_answer(body: dict) -> None:
         assert body["checked"] == 10 and body["failed_count"] == 0, body
 
@@ -130,8 +138,11 @@ def measure(code: Path, python: str, ice: IceEmulator, stores: Stores, kinds: Li
         add("(b) import ICE SDK client", child_cpu(
             [python, "-B", "-I", "-S", "-c", path_setup + "import alibabacloud_ice20201109.client"], base))
         for kind in kinds:
-            env = {**base, **stores.env(kind)}
+            env = {**base, **stores.env(kind), "CALLBACK_HANDBACK": "on", "CALLBACK_URL": trigger.url}
             add(f"(c) cold HTTP callback, {kind}",
+                cold_invocation(code, python, env, signed_http_event(url=trigger.url), handed_back))
+            env = {**base, **stores.env(kind), "CALLBACK_HANDBACK": "off"}
+            add(f"(c) ... hand-back off, {kind}",
                 cold_invocation(code, python, env, signed_http_event(), callback_answer))
             env = {**base, **stores.env(kind)}
             track_jobs(env, sweep_jobs)
@@ -170,14 +181,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"Python {python} ({pkg.PYTHON_VERSION}), {os.cpu_count()} cores; "
               f"zip {zip_path.stat().st_size / 2**20:.1f} MiB; median of {args.runs} fresh interpreters per line; "
               "ICE and OSS on loopback, no latency")
-        with IceEmulator() as ice:
+        with IceEmulator() as ice, Trigger() as trigger:
             ice.add_access_key(KEY_ID, SECRET)
             for job in seed_jobs():
                 fields = dict(job)
                 ice.put_job(fields.pop("JobId"), **fields)
-            report("as shipped (compiled bytecode):", measure(shipped, python, ice, stores, args.stores, args.runs))
+            report("as shipped (compiled bytecode):",
+                   measure(shipped, python, ice, trigger, stores, args.stores, args.runs))
             report("without bytecode (every module compiled at start):",
-                   measure(source_only, python, ice, stores, args.stores, args.runs))
+                   measure(source_only, python, ice, trigger, stores, args.stores, args.runs))
     finally:
         stores.close()
         artifact.make_writable(work)
