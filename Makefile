@@ -1,13 +1,17 @@
 # Two commands do all set-up on a fresh machine:
-#   make local   run the main job locally (ICE emulator + file store, no cloud account)
-#   make test    run the whole test suite (what CI runs)
+#   make local   run the main job locally (ICE emulator + file store, no cloud account); its records
+#                go to .records, where `.venv/bin/ice-upload-sync stats` looks by default
+#   make test    run the whole test suite (what CI runs): make lint (ruff), then pytest
 # Deploying (README "Deploy"):
 #   make package         vendor function/requirements.txt into function/python for FC (python3.10, no Docker)
 #   make template-check  render template.yml with `s preview` and check it against fc3's schema
+#                        (offline, where npm cannot install s: make template-check ARGS=--python-renderer)
+# ARGS passes options to the script behind local or template-check (ARGS=--help lists them).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+ARGS   ?=
 
 .PHONY: local test lint emulator clean package template-check
 
@@ -18,11 +22,13 @@ $(STAMP): function/requirements.txt tests/requirements.txt pyproject.toml
 	touch $(STAMP)
 
 local: $(STAMP)
-	$(PY) -m tests.local_run
+	$(PY) -m tests.local_run $(ARGS)
 
-test: $(STAMP)
-	$(PY) -m ruff check function tests
+test: lint
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check function tests
 
 emulator: $(STAMP)
 	$(PY) -m tests.emulators.ice --port 8080
@@ -31,9 +37,10 @@ package:
 	$(PYTHON) tests/deploy/package.py
 
 template-check: $(STAMP)
-	$(PY) -m tests.deploy.template_check
+	$(PY) -m tests.deploy.template_check $(ARGS)
 
-# Everything the targets above create: the venv, the local run's records, the package
+# Everything the targets above create: the venv, the local run's records (.records, also the
+# command line's default store; .local-records from older versions), the package
 # (function/python, its bytecode, build/), the deploy caches (.cache: pip and npm), test caches.
 clean:
 	rm -rf $(VENV) .local-records .records build function/python function/.python.new .cache \

@@ -4,7 +4,14 @@ Starts the emulator on loopback, seeds it with jobs in several states, replays e
 file in ``events/`` through the real handler (the official SDK signs real HTTP calls to
 the emulator), then prints the resulting records as a table.
 
-    make local                      # or: .venv/bin/python -m tests.local_run [--keep]
+The records go where the command line looks when ``RECORD_STORE`` is unset (``./.records``),
+so ``ice-upload-sync stats`` shows them. Nothing is ever deleted: a rerun replays the story
+over its own records (the same job IDs, merged by the record's rules), and a folder holding
+records or markers of other jobs (an operator's ``check`` or ``sweep`` wrote them) is
+refused before anything is written, because the story's sweeps would ask the emulator about
+those jobs and record what it says: that it has never heard of them.
+
+    make local                      # or: .venv/bin/python -m tests.local_run [--records DIR]
     .venv/bin/python -m tests.local_run --store tablestore   # the local Tablestore server instead
 """
 from __future__ import annotations
@@ -13,17 +20,18 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import textwrap
 import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Dict
+from typing import Dict, List, Optional, Set
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "function"))
+
+from ice_upload_sync.config import Settings  # noqa: E402
 
 from tests.emulators.ice import IceEmulator  # noqa: E402
 from tests.emulators.tablestore import TablestoreServer  # noqa: E402
@@ -49,6 +57,8 @@ COLUMNS = [("job_id", "job_id", 32), ("state", "state", 10), ("ice_status", "ice
            ("size", "file_size", 7), ("done UTC", "completed_at", 8), ("source", "source", 8),
            ("error_code", "error_code", 10), ("open", "pending", 4)]
 WIDTH = 100
+# The command line's store when RECORD_STORE is unset ("./.records", relative to where it runs).
+DEFAULT_RECORDS = Settings.record_store.partition("://")[2]
 # Warnings the story triggers on purpose, and why; any other warning is shown as it is.
 EXPECTED_WARNINGS = {
     "unknown ICE upload status 'TRANSCODING_QUEUED'": (
@@ -73,8 +83,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["file", "tablestore"], default="file",
                         help="file: a folder; tablestore: the local Tablestore server through the official SDK")
-    parser.add_argument("--records", default=str(ROOT / ".local-records"), help="file store folder")
-    parser.add_argument("--keep", action="store_true", help="keep records from an earlier run")
+    parser.add_argument("--records", default=DEFAULT_RECORDS,
+                        help=f"file store folder (default {DEFAULT_RECORDS}: the command line's default store); "
+                             "never emptied, and refused if it holds records of other jobs")
+    parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     parser.add_argument("--verbose", action="store_true", help="show the function's JSON log lines")
     args = parser.parse_args()
     collected = _Collected()
@@ -85,9 +97,17 @@ def main() -> int:
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(name, None)  # the SDK would send even loopback calls through a proxy
-    records = Path(args.records)
-    if records.exists() and not args.keep:
-        shutil.rmtree(records)
+    records = Path(args.records).absolute()
+    reader = _reader_command(records, os.environ.get("RECORD_STORE"))
+    ignored = _forget_the_shells_function_variables()
+    story_jobs = set(JOB.values())
+    earlier = 0
+    if args.store == "file":  # the Tablestore story never opens the folder
+        refusal = _refusal(records, story_jobs)
+        if refusal:
+            print(refusal, file=sys.stderr)
+            return 1
+        earlier = len(_job_ids_in(records))
     with IceEmulator() as ice, TablestoreServer(instance="local") as tablestore:
         ice.add_access_key("local-ak", "local-secret")
         tablestore.add_access_key("local-ak", "local-secret")
@@ -99,6 +119,7 @@ def main() -> int:
             "ALIBABA_CLOUD_ACCESS_KEY_ID": "local-ak", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "local-secret",
             "RECORD_STORE": f"file://{records}", "CALLBACK_AUTH_KEY": CALLBACK_AUTH_KEY,
             "CALLBACK_URL": CALLBACK_URL,
+            "CALLBACK_HANDBACK": "off",  # CALLBACK_URL is the sample's public trigger: never hand a request there
         })
         where = str(records)
         if args.store == "tablestore":
@@ -108,7 +129,12 @@ def main() -> int:
 
             tablestore_setup(["create-tables"])  # the one-off set-up, as a user runs it
             where = f"tablestore://local/ice_uploads at {tablestore.endpoint}"
-        print(f"ICE emulator at {ice.endpoint} with {len(seed_jobs())} seeded jobs\nrecords in {where}\n")
+        print(f"ICE emulator at {ice.endpoint} with {len(seed_jobs())} seeded jobs\nrecords in {where}")
+        if earlier:
+            print(f"(it holds {earlier} of this story's jobs from an earlier run: the story updates them in place)")
+        if ignored:
+            print(textwrap.fill(f"not used from your shell (the story sets its own): {', '.join(ignored)}", WIDTH))
+        print()
 
         import index
 
@@ -146,12 +172,100 @@ def main() -> int:
         ice.update_job(JOB["mns2"], Status="DOWNLOAD_FAIL", CompleteTime=_now_plain(),
                        ErrorCode="DownloadTimeout", ErrorMessage="source did not answer")
         answer = index.handler(json.dumps(load_event("timer-sweep.json")).encode(), context)
-        print(f"{'timer-sweep.json (2 jobs finished)':34} {'ok':8} {'':9}  " + _brief(answer))
+        print(f"{'timer-sweep.json (ICE finished 2)':34} {'ok':8} {'':9}  " + _brief(answer))
         print(f"\n{len(ice.calls)} GetUrlUploadInfos calls in all; the first event's time includes "
               "importing the ICE SDK.\n")
         _print_table(index._app.store, sorted(ice._jobs), where)
+    if args.store == "file":
+        print(f"Read them with the command line (stats, list, get JOB_ID):\n  {reader}")
+    else:
+        print("The local Tablestore server has stopped, and its records are gone with it; the file store\n"
+              "keeps them: make local, then .venv/bin/ice-upload-sync stats")
     _print_warnings(collected)
     return 0
+
+
+class _RecordedReads(dict):
+    """An empty environment that notes every name the function's settings look up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: Set[str] = set()
+
+    def get(self, key, default=None):
+        self.names.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.names.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key) -> bool:
+        self.names.add(key)
+        return super().__contains__(key)
+
+
+def _forget_the_shells_function_variables() -> List[str]:
+    """Removes from the environment every variable the function reads, and the credential ones.
+
+    A deployer's shell holds them (README "Deploy" sources them): a NOTIFY_URL would get the
+    story's demo events, signed with the real secret; an STS token would make the emulator refuse
+    every call; tuning would change the story. The story sets what it needs itself."""
+    reads = _RecordedReads()
+    Settings.from_env(reads)
+    names = sorted(name for name in os.environ if name in reads.names or name.startswith("ALIBABA_CLOUD_"))
+    for name in names:
+        del os.environ[name]
+    return names
+
+
+def _job_ids_in(records: Path) -> Set[str]:
+    """Job IDs with a record or a marker in a file store folder: ``jobs/<job_id>.json`` and any file
+    under ``pending/`` whose name is the job ID (CONTRACT section 5); hidden files are temporary ones."""
+    found: Set[str] = set()
+    jobs = records / "jobs"
+    if jobs.is_dir():
+        found.update(p.name[: -len(".json")] for p in jobs.iterdir()
+                     if p.name.endswith(".json") and not p.name.startswith("."))
+    for _, _, names in os.walk(records / "pending"):
+        found.update(name for name in names if not name.startswith("."))
+    return found
+
+
+def _refusal(records: Path, story_jobs: Set[str]) -> Optional[str]:
+    """Why the story must not write into ``records``, or None: it writes only its own jobs' records."""
+    if not records.exists():
+        return None
+    if not records.is_dir():
+        return f"local run: {records} is not a folder; give another with --records DIR"
+    if any(records.iterdir()) and not ((records / "jobs").is_dir() or (records / "pending").is_dir()):
+        return (f"local run: {records} is not empty and is not a record store (no jobs/, no pending/); "
+                "nothing was written. Give another folder with --records DIR")
+    others: List[str] = sorted(_job_ids_in(records) - story_jobs)
+    if not others:
+        return None
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    why = (f"local run: {records} holds {len(others)} job(s) this story did not write: {shown} "
+           "(ice-upload-sync check, sweep and replay write there when RECORD_STORE is unset). The story's "
+           "sweeps would ask its emulator about them and record that ICE does not know them, and its demo "
+           "jobs would mix with them, so nothing was written. Run the story elsewhere:")
+    return "\n".join([textwrap.fill(why, WIDTH, break_on_hyphens=False), "  make local ARGS='--records .local-records'",
+                      "and read that folder with RECORD_STORE=file://.local-records .venv/bin/ice-upload-sync stats"])
+
+
+def _reader_command(records: Path, record_store: Optional[str]) -> str:
+    """The command line that reads ``records``: bare when it is the command line's default store."""
+    script = Path(sys.executable).parent / "ice-upload-sync"
+    command = "ice-upload-sync"
+    if script.exists():
+        relative = os.path.relpath(script)
+        command = relative if not relative.startswith("..") else str(script)
+    if record_store is None and records == Path(DEFAULT_RECORDS).absolute():
+        return f"{command} stats"
+    variable = f"RECORD_STORE=file://{records}"
+    if len(variable) + len(command) + 9 > WIDTH:  # the shell's line continuation, not a wrap
+        return f"{variable} \\\n  {command} stats"
+    return f"{variable} {command} stats"
 
 
 def _print_warnings(collected: _Collected) -> None:

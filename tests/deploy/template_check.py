@@ -4,7 +4,10 @@ Rendering uses the real Serverless Devs CLI (``s preview -t template.yml -o json
 from npm into ``.cache/deploy/npm``), which resolves ``vars`` and ``${env()}`` without the
 internet. Where ``npm`` is missing, a small renderer here does the same for the expressions this
 template uses (``${vars.a.b}``, ``${env('X')}``, ``${env('X', default)}``, ``+`` between them) and
-says so. Then:
+says so. ``--python-renderer`` forces it: the way out offline, where npm is there but cannot
+install ``s`` (the check then stops, shows npm's own message and says how). Before ``s`` runs,
+every required variable (``${env('X')}`` without a default) that is unset is named, all at once:
+``s`` stops at the first. Then:
 
 - the fc3 function ``props`` against fc3's own JSON Schema (``../shared/reference/fc3-schema.json``),
   plus: no property the schema does not know (the schema itself allows any);
@@ -17,7 +20,7 @@ says so. Then:
 - timer crons have FC's six fields; the HTTP trigger takes POST only, and an anonymous one
   needs ``CALLBACK_AUTH_KEY``; async invocations have bounded retries and a failure destination.
 
-    python -m tests.deploy.template_check [--template template.yml] [--example-env]
+    python -m tests.deploy.template_check [--template template.yml] [--example-env] [--python-renderer]
     python -m tests.deploy.template_check --print ramPolicy.oss     # a rendered var, as JSON
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ import importlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,6 +48,8 @@ SCHEMA_PATH = REPO.parent / "shared" / "reference" / "fc3-schema.json"
 CACHE = REPO / ".cache" / "deploy"
 S_PACKAGE = "@serverless-devs/s"
 S_VERSION = "3.1.10"
+NPM_TIMEOUT_S = 300
+NPM_LINES_SHOWN = 20  # npm's error ends with the path of its full log
 
 # What a deployer must set (the template has no default for these); placeholders for checks.
 EXAMPLE_ENV = {
@@ -67,12 +73,37 @@ class RenderError(Exception):
     """The template does not render (a required variable unset, a bad expression)."""
 
 
+class MissingVariables(RenderError):
+    """Required variables (``${env('X')}`` without a default) that are not set: every one of them."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        super().__init__(
+            f"{len(self.names)} required variable(s) not set: {', '.join(self.names)}\n(the template reads each "
+            f"as ${{env('X')}}, without a default): export them (README \"Deploy\": Variables) and run the check "
+            f"again;\n--example-env fills the unset ones with placeholders, for a trial")
+
+
+class SUnavailable(RenderError):
+    """npm is there but could not install the Serverless Devs CLI (offline, a registry it cannot reach)."""
+
+
+def python_renderer_hint(options: Sequence[str] = ()) -> str:
+    """How to run the same check without ``s``, keeping the caller's other options."""
+    wanted = [*[o for o in options if o != "--python-renderer"], "--python-renderer"]
+    return ("Render in Python instead (the same expressions; the suite checks it agrees with s):\n"
+            f"  make template-check ARGS={shlex.quote(' '.join(wanted))}\n"
+            f"  .venv/bin/python -m tests.deploy.template_check {' '.join(map(shlex.quote, wanted))}   (the same)")
+
+
 # ---------------------------------------------------------------- rendering
 
 
-def s_binary(cache: Path = CACHE) -> Optional[Path]:
-    """The pinned ``s``, installed from npm into ``cache/npm`` once; None when npm is missing."""
-    prefix = cache / "npm"
+def s_binary(cache: Optional[Path] = None) -> Optional[Path]:
+    """The pinned ``s``, installed from npm into ``cache/npm`` once; None when npm is missing.
+
+    Raises ``SUnavailable`` with npm's own message when npm cannot install it."""
+    prefix = (cache or CACHE) / "npm"
     binary = prefix / "node_modules" / ".bin" / "s"
     manifest = prefix / "node_modules" / "@serverless-devs" / "s" / "package.json"
     if binary.exists() and manifest.exists() and json.loads(manifest.read_text()).get("version") == S_VERSION:
@@ -80,14 +111,41 @@ def s_binary(cache: Path = CACHE) -> Optional[Path]:
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         return None
+    if prefix in _NPM_FAILED:  # once per process: an npm that hangs offline would cost minutes each time
+        raise _NPM_FAILED[prefix]
+    try:
+        return _npm_install(npm, prefix, binary)
+    except SUnavailable as exc:
+        _NPM_FAILED[prefix] = exc
+        raise
+
+
+_NPM_FAILED: Dict[Path, SUnavailable] = {}
+
+
+def _npm_install(npm: str, prefix: Path, binary: Path) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
-    subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
-                    f"{S_PACKAGE}@{S_VERSION}"], check=True, capture_output=True, text=True, timeout=300)
+    command = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
+               f"{S_PACKAGE}@{S_VERSION}"]
+    what = f"`npm install {S_PACKAGE}@{S_VERSION}` (into {prefix})"
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SUnavailable(f"cannot install the Serverless Devs CLI: {what} did not finish in {NPM_TIMEOUT_S} s "
+                           "(offline?)") from None
+    except OSError as exc:
+        raise SUnavailable(f"cannot install the Serverless Devs CLI: {what} did not start: {exc}") from None
+    said = [line.rstrip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+    if result.returncode != 0 or not binary.exists():
+        told = "\n".join("  " + line for line in said[-NPM_LINES_SHOWN:]) or "  (npm printed nothing)"
+        raise SUnavailable(f"cannot install the Serverless Devs CLI: {what} failed (exit {result.returncode}); "
+                           f"npm said:\n{told}")
     return binary
 
 
-def render_with_s(template: Path, env: Mapping[str, str], binary: Path, cache: Path = CACHE) -> Dict[str, Any]:
-    home = cache / "s-home"  # s keeps its config and logs in ~/.s; never the user's real one here
+def render_with_s(template: Path, env: Mapping[str, str], binary: Path,
+                  cache: Optional[Path] = None) -> Dict[str, Any]:
+    home = (cache or CACHE) / "s-home"  # s keeps its config and logs in ~/.s; never the user's real one here
     home.mkdir(parents=True, exist_ok=True)
     run_env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR", "SYSTEMROOT")}
     run_env.update(env)
@@ -111,30 +169,40 @@ _TOKENS = re.compile(r"""\s*(?:(?P<str>'[^']*'|"[^"]*")|(?P<num>-?\d+(?:\.\d+)?)
 
 
 def render_in_python(template: Path, env: Mapping[str, str]) -> Dict[str, Any]:
-    """What ``s preview`` does with this template's expressions, for machines without npm."""
+    """What ``s preview`` does with this template's expressions, for machines without npm.
+
+    Raises ``MissingVariables`` naming every required variable that is unset, not only the first."""
     document = yaml.safe_load(template.read_text())
-    variables: Dict[str, Any] = {}
-    for name, value in (document.get("vars") or {}).items():  # in order: a var may use earlier ones
-        variables[name] = _render_value(value, variables, env)
-    document["vars"] = variables
-    document["resources"] = _render_value(document.get("resources") or {}, variables, env)
+    missing: List[str] = []
+    try:
+        variables: Dict[str, Any] = {}
+        for name, value in (document.get("vars") or {}).items():  # in order: a var may use earlier ones
+            variables[name] = _render_value(value, variables, env, missing)
+        document["vars"] = variables
+        document["resources"] = _render_value(document.get("resources") or {}, variables, env, missing)
+    except RenderError:
+        if missing:  # most likely the placeholder of an unset variable went where it could not
+            raise MissingVariables(missing) from None
+        raise
+    if missing:
+        raise MissingVariables(missing)
     return document
 
 
-def _render_value(value: Any, variables: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+def _render_value(value: Any, variables: Mapping[str, Any], env: Mapping[str, str], missing: List[str]) -> Any:
     if isinstance(value, dict):
-        return {key: _render_value(item, variables, env) for key, item in value.items()}
+        return {key: _render_value(item, variables, env, missing) for key, item in value.items()}
     if isinstance(value, list):
-        return [_render_value(item, variables, env) for item in value]
+        return [_render_value(item, variables, env, missing) for item in value]
     if not isinstance(value, str) or "${" not in value:
         return value
     whole = _EXPRESSION.fullmatch(value.strip())
     if whole:  # the value is one expression: keep its type (s does, for defaults and vars)
-        return _evaluate(whole.group(1), variables, env)
-    return _EXPRESSION.sub(lambda m: str(_evaluate(m.group(1), variables, env)), value)
+        return _evaluate(whole.group(1), variables, env, missing)
+    return _EXPRESSION.sub(lambda m: str(_evaluate(m.group(1), variables, env, missing)), value)
 
 
-def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, str], missing: List[str]) -> Any:
     """expr := term ('+' term)*; term := 'str' | number | true | false | vars.a.b | env('X' [, expr])."""
     tokens, position = [], 0
     while position < len(expression.rstrip()):
@@ -174,8 +242,10 @@ def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, s
             take("op", ")")
             if variable in env:
                 return env[variable]
-            if default is _MISSING:
-                raise RenderError(f"env('{variable}') not found")
+            if default is _MISSING:  # noted, and rendering goes on to find the others
+                if variable not in missing:
+                    missing.append(variable)
+                return ""
             return default
         if name.startswith("vars."):
             current: Any = variables
@@ -208,9 +278,20 @@ class Rendered:
     renderer: str  # "s preview" or "python"
 
 
-def render(template: Path, env: Mapping[str, str], use_s: Optional[bool] = None, cache: Path = CACHE) -> Rendered:
-    """With ``s`` when it can be had (or when ``use_s``), else in Python."""
-    binary = s_binary(cache) if use_s is not False else None
+def render(template: Path, env: Mapping[str, str], use_s: Optional[bool] = None,
+           cache: Optional[Path] = None) -> Rendered:
+    """With ``s`` when it can be had (or when ``use_s``), else in Python.
+
+    Every required variable that is unset is named first, at once (``s`` names one per run)."""
+    if use_s is False:
+        return Rendered(render_in_python(template, env), "python")
+    try:
+        render_in_python(template, env)
+    except MissingVariables:
+        raise
+    except RenderError:
+        pass  # an expression this renderer does not know: s says what it makes of it
+    binary = s_binary(cache)
     if binary is not None:
         return Rendered(render_with_s(template, env, binary, cache), "s preview")
     if use_s:
@@ -560,25 +641,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--python-renderer", action="store_true", help="do not use s, render in Python")
     parser.add_argument("--print", dest="print_var", metavar="VAR",
                         help="print a rendered var as JSON (e.g. ramPolicy.oss, ramTrustPolicy) and exit")
-    args = parser.parse_args(argv)
+    options = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(options)
     env = dict(os.environ)
+    placeholders = [name for name in EXAMPLE_ENV if name not in env] if args.example_env else []
     if args.example_env:
         env = {**EXAMPLE_ENV, **env}
     template = args.template.resolve()
     try:
         rendered = render(template, env, use_s=False if args.python_renderer else None)
+    except SUnavailable as exc:
+        print(f"{template.name} not checked: {exc}\n{python_renderer_hint(options)}", file=sys.stderr)
+        return 1
     except RenderError as exc:
         print(f"{template.name} does not render: {exc}", file=sys.stderr)
         return 1
     if args.print_var:
         value: Any = rendered.document.get("vars") or {}
-        for key in args.print_var.split("."):
+        for depth, key in enumerate(args.print_var.split(".")):
+            if not isinstance(value, dict) or key not in value:
+                known = ", ".join(sorted(value)) if isinstance(value, dict) else "none (not a mapping)"
+                print(f"--print {args.print_var}: vars.{'.'.join(args.print_var.split('.')[:depth + 1])} is not "
+                      f"in {template.name}; there: {known}", file=sys.stderr)
+                return 2
             value = value[key]
-        print(json.dumps(value, indent=2))
+        text = json.dumps(value, indent=2)
+        shown = [name for name in placeholders if EXAMPLE_ENV[name] in text]
+        if shown:  # a RAM policy naming a placeholder queue or bucket would be created without complaint
+            print(f"note: vars.{args.print_var} holds the --example-env placeholder of {', '.join(shown)} "
+                  f"(unset): export {'them' if len(shown) > 1 else 'it'} before using this", file=sys.stderr)
+        print(text)
         return 0
     schema = load_schema()
     problems = check(rendered.document, template.parent, schema)
     notes = [f"rendered with {rendered.renderer}"]
+    if placeholders:
+        notes.append(f"--example-env placeholders for {', '.join(placeholders)}")
     if schema is None:
         notes.append(f"fc3 schema not found at {SCHEMA_PATH}: schema validation skipped")
     for problem in problems:
