@@ -447,7 +447,12 @@ def _show_answer(answer: Any, args: argparse.Namespace, out: TextIO,
         if not isinstance(answer, dict):
             return
     for key, value in answer.items():
-        if value in (None, [], 0, False) and key not in ("checked", "written", "complete"):
+        # ``complete`` says whether a sweep got through its listing: worth a line only when it did not
+        # (a "complete: True" beside a job ICE never answered reads as all is well)
+        if key == "complete":
+            if value is not False:
+                continue
+        elif value in (None, [], 0, False) and key not in ("checked", "written"):
             continue
         if key == "ice_error":  # the command's error line says it (`_with_ice_error`)
             continue

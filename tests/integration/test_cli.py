@@ -403,6 +403,19 @@ def test_check_exits_1_when_ice_throttles_past_the_deadline_or_is_not_there(seed
     code, text = run("check", JOB["failed"])
     err = capsys.readouterr().err
     assert code == 1 and "ICE_ENDPOINT" in err and "ICE not reached" in text
+    assert "complete" not in text, "a reassuring 'complete: True' beside a job ICE never answered"
+
+
+def test_only_a_sweep_that_stopped_early_says_complete(seeded, fc, monkeypatch):
+    import index
+
+    answer = {"checked": 10, "written": 0, "complete": True, "cursor": None}
+    monkeypatch.setattr(index, "handler", lambda event, context: answer)
+    assert "complete" not in run("sweep")[1]
+    stopped = {**answer, "complete": False, "cursor": JOB["pending"]}
+    monkeypatch.setattr(index, "handler", lambda event, context: stopped)
+    code, text = run("sweep")
+    assert code == 0 and "complete: False" in text and f"cursor: {JOB['pending']}" in text
 
 
 def test_the_command_line_reads_the_handlers_unreached_keys(seeded, fc, capsys, monkeypatch):
