@@ -9,19 +9,44 @@ tokens. It answers ``GetUrlUploadInfos`` from jobs seeded with :meth:`IceEmulato
 creates jobs for ``UploadMediaByURL``. Faults (throttling, 5xx) and latency can be injected; every call is
 recorded in :attr:`IceEmulator.calls`.
 
+It also calls back like ICE. With a callback setting (:meth:`IceEmulator.set_callback`: the CallbackURL and
+the AuthKey, ICE's one setting per region), a job finished on command (:meth:`IceEmulator.finish_job`) or on
+a schedule (:meth:`IceEmulator.finish_job_in`, or ``auto_finish_s`` for jobs that ``UploadMediaByURL``
+creates) is POSTed to that URL as ICE's ``UploadByURLComplete`` message, signed with ``X-ICE-TIMESTAMP`` and
+``X-ICE-SIGNATURE``, from background threads. ICE's delivery rule (CONTRACT section 7): only a 200 within
+3 s counts; anything else (a timeout, another status, a refused connection) is retried twice, 1 s apart,
+then dropped. Every attempt is logged in :attr:`IceEmulator.callback_attempts`; a delivery's fate is in
+:attr:`IceEmulator.callback_deliveries` and :meth:`IceEmulator.wait_for_callback` waits for it.
+
+What ICE documents of the message (its event list): ``EventType``, ``UserId`` (a number), ``EventTime``
+(UTC, ``yyyy-MM-ddTHH:mm:ssZ``) and a ``MessageBody`` object whose ``Status`` is ``Success`` or ``Fail``;
+for URL uploads its fields follow ``events/http-callback.json`` (``JobId``, ``MediaId``, ``SourceURL``)
+plus VOD's error fields (``ErrorCode``, ``ErrorMessage``) on a failure and ``UserData`` when the job has
+some. Unverified, and chosen here: MediaId only on a success (VOD: "populated after the video is pulled"),
+no ``Size``, a fresh timestamp and signature on each attempt, the 1 s counted from the end of the previous
+attempt.
+
 Standard library only. Run it on its own for local work::
 
     python -m tests.emulators.ice --port 8080 --seed jobs.json
+    python -m tests.emulators.ice --callback-url http://127.0.0.1:9000/ice-callback --callback-key KEY \\
+        --finish-after 5
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import heapq
+import http.client
 import json
+import logging
+import socket
+import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
-from urllib.parse import unquote
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from urllib.parse import unquote, urlsplit
 
 from tests.emulators.acs3 import ApiError
 from tests.emulators.openapi import OpenApiEmulator
@@ -34,6 +59,16 @@ ICE_FIELDS = ("UploadURL", "Status", "MediaId", "CreationTime", "CompleteTime", 
               "UserData", "FileSize")
 ACTIONS = ("GetUrlUploadInfos", "UploadMediaByURL")
 NONEXISTS_STYLES = ("list", "stringified")
+
+URL_UPLOAD_EVENT = "UploadByURLComplete"
+DEFAULT_USER_ID = 1234567890123456  # the account of events/http-callback.json
+DEFAULT_FILE_SIZE = "1048576"  # a finished job's FileSize when neither the job nor the caller has one
+DEFAULT_ERROR_CODE = "URLInvalidError"  # VOD's example failure
+DEFAULT_ERROR_MESSAGE = "download the video from url failed"
+# a delivery's outcome
+PENDING, DELIVERED, DROPPED, STOPPED = "pending", "delivered", "dropped", "stopped"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,8 +85,124 @@ class ApiCall:
     request_id: str
 
 
+@dataclass(frozen=True)
+class CallbackSetting:
+    """ICE's event callback setting (one per region; setting it replaces the previous one).
+
+    ``auth_key`` None is ICE's AuthSwitch off: callbacks carry no signature headers. Only the events in
+    ``event_types`` (ICE's EventTypeList) are sent. What ICE's ``SetEventCallback`` /
+    ``GetEventCallback`` would write and read.
+    """
+
+    url: str
+    auth_key: Optional[str] = None
+    event_types: Tuple[str, ...] = (URL_UPLOAD_EVENT,)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url) if isinstance(self.url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the callback URL must be an http(s) URL with a host, not {self.url!r}")
+        object.__setattr__(self, "event_types", tuple(self.event_types))
+
+
+@dataclass(frozen=True)
+class CallbackTimings:
+    """ICE's delivery rule: an answer within ``window_s``, ``attempts`` in all, ``retry_interval_s`` between
+    the end of one attempt and the start of the next. Tests shrink them."""
+
+    window_s: float = 3.0
+    retry_interval_s: float = 1.0
+    attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.retry_interval_s < 0 or self.attempts < 1:
+            raise ValueError(f"impossible callback timings: {self}")
+
+
+ICE_CALLBACK_TIMINGS = CallbackTimings()
+
+
+@dataclass(frozen=True)
+class CallbackAttempt:
+    """One POST of a callback and what came of it (times are Unix seconds, ``time.time()``)."""
+
+    delivery_id: int
+    job_id: str
+    attempt: int  # 1 .. CallbackTimings.attempts
+    url: str
+    timestamp: Optional[str]  # the X-ICE-TIMESTAMP sent (None with the AuthSwitch off)
+    sent_at: float
+    answered_at: Optional[float]  # None: no answer (timeout, refused, reset)
+    status: Optional[int]  # the HTTP status, if one came back
+    error: Optional[str]  # why the attempt does not count as delivered, None for a 200 in time
+    duration_s: float  # from sending to the answer, or to giving up
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None and self.status == 200
+
+
+@dataclass(frozen=True)
+class CallbackDelivery:
+    """One callback message and its attempts; ``outcome`` is pending, delivered, dropped or stopped."""
+
+    delivery_id: int
+    job_id: str
+    event_type: str
+    url: str
+    body: bytes  # exactly what was POSTed
+    outcome: str
+    attempts: Tuple[CallbackAttempt, ...]
+
+    @property
+    def message(self) -> Dict[str, Any]:
+        return json.loads(self.body)
+
+    @property
+    def settled(self) -> bool:
+        return self.outcome != PENDING
+
+
+@dataclass
+class _Delivery:
+    """A delivery while it runs (mutated under the callback lock); callers get ``snapshot()``s."""
+
+    delivery_id: int
+    job_id: str
+    setting: CallbackSetting
+    body: bytes
+    outcome: str = PENDING
+    attempts: List[CallbackAttempt] = field(default_factory=list)
+
+    def snapshot(self) -> CallbackDelivery:
+        return CallbackDelivery(self.delivery_id, self.job_id, URL_UPLOAD_EVENT, self.setting.url, self.body,
+                                self.outcome, tuple(self.attempts))
+
+
+def ice_signature(callback_url: str, timestamp: str, auth_key: str) -> str:
+    """``X-ICE-SIGNATURE``: hex md5 of "{CallbackURL}|{timestamp}|{AuthKey}".
+
+    Written here rather than imported from the function, so a bug in the function's verifier cannot
+    hide behind the same bug in the emulator.
+    """
+    return hashlib.md5(f"{callback_url}|{timestamp}|{auth_key}".encode()).hexdigest()
+
+
+def is_failure(status: str) -> bool:
+    """ICE's failed statuses (FAIL, UPLOAD_FAIL, DOWNLOAD_FAIL, ...) all say so."""
+    return "FAIL" in status.upper()
+
+
 def utc_now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def json_body(message: Dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; ``\\u`` escapes only if the text cannot be UTF-8 (a lone surrogate in a raw job)."""
+    try:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":")).encode("ascii")
 
 
 def split_list(value: Optional[str]) -> List[str]:
@@ -79,14 +230,51 @@ class IceEmulator(OpenApiEmulator):
     product = "ICE"
     call_type = ApiCall
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, nonexists_style: str = "list") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, nonexists_style: str = "list",
+                 callback_url: Optional[str] = None, callback_auth_key: Optional[str] = None,
+                 callback_timings: CallbackTimings = ICE_CALLBACK_TIMINGS, user_id: int = DEFAULT_USER_ID,
+                 auto_finish_s: Optional[float] = None) -> None:
+        """``callback_url`` / ``callback_auth_key``: the initial callback setting (:meth:`set_callback`).
+        ``auto_finish_s``: jobs created by ``UploadMediaByURL`` finish successfully that long after."""
         if nonexists_style not in NONEXISTS_STYLES:
             raise ValueError(f"nonexists_style must be one of {NONEXISTS_STYLES}, not {nonexists_style!r}")
+        if callback_auth_key is not None and callback_url is None:
+            raise ValueError("callback_auth_key needs a callback_url")
         super().__init__(host, port)
         self.nonexists_style = nonexists_style
         self._jobs: Dict[str, Dict[str, Any]] = {}
         self._calls: List[ApiCall] = []
         self._faults: List[Tuple[int, str, str]] = []
+        self.callback_timings = callback_timings
+        self.user_id = user_id
+        self.auto_finish_s = auto_finish_s
+        # Callback state has its own lock: a delivery never waits for an API answer, or the reverse.
+        self._callback_lock = threading.Condition()
+        self._callback_setting: Optional[CallbackSetting] = None
+        self._deliveries: List[_Delivery] = []
+        self._attempt_log: List[CallbackAttempt] = []
+        self._schedule: List[Tuple[float, int, str, Dict[str, Any]]] = []  # (due, seq, job_id, finish kwargs)
+        self._scheduled_finishes: Dict[str, int] = {}  # job_id -> finishes still to come
+        self._schedule_seq = 0
+        self._delivery_seq = 0  # delivery ids, never reused (reset_callbacks keeps counting)
+        self._scheduler: Optional[threading.Thread] = None
+        self._senders: Set[threading.Thread] = set()
+        self._in_flight: Set[http.client.HTTPConnection] = set()
+        self._callbacks_stopped = threading.Event()
+        if callback_url is not None:
+            self.set_callback(callback_url, callback_auth_key)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> IceEmulator:
+        self._callbacks_stopped.clear()  # a restarted emulator calls back again
+        return super().start()
+
+    def stop(self) -> None:
+        """Idempotent. Scheduled finishes are dropped, and deliveries end as ``stopped`` (in-flight
+        attempts are cut off), so nothing is POSTed after ``stop`` returns."""
+        self._stop_callbacks()
+        super().stop()
 
     # ---------------------------------------------------------------- state
 
@@ -143,6 +331,274 @@ class IceEmulator(OpenApiEmulator):
     def reset_calls(self) -> None:
         with self._lock:
             self._calls.clear()
+
+    # ---------------------------------------------------------------- callbacks: the setting
+
+    def set_callback(self, url: Optional[str], auth_key: Optional[str] = None, *,
+                     event_types: Iterable[str] = (URL_UPLOAD_EVENT,)) -> None:
+        """Replace the callback setting, as ICE's SetEventCallback does; ``None`` removes it.
+
+        ``auth_key`` None turns ICE's AuthSwitch off. The key is not checked against ICE's rules
+        here (a SetEventCallback action would refuse what ICE refuses).
+        """
+        setting = None if url is None else CallbackSetting(url, auth_key, tuple(event_types))
+        with self._callback_lock:
+            self._callback_setting = setting
+
+    @property
+    def callback_setting(self) -> Optional[CallbackSetting]:
+        with self._callback_lock:
+            return self._callback_setting
+
+    # ---------------------------------------------------------------- callbacks: finishing jobs
+
+    def finish_job(self, job_id: str, status: str = "Normal", *, media_id: Optional[str] = None,
+                   file_size: Optional[Union[int, str]] = None, error_code: Optional[str] = None,
+                   error_message: Optional[str] = None) -> None:
+        """Finish a job as ICE does, then call back (in the background; this returns at once).
+
+        The job gets ``status`` and a ``CompleteTime`` (now, UTC, ICE's "YYYY-MM-DD HH:MM:SS"). A success
+        keeps or gets a ``MediaId`` and a ``FileSize`` and carries ErrorCode "200" / ErrorMessage "Success",
+        as ICE's reference answer does; a failure (a status with FAIL in it) gets ``error_code`` and
+        ``error_message`` (VOD's URLInvalidError by default). Raises ``KeyError`` for an unknown job.
+        """
+        if not isinstance(status, str) or not status:
+            raise ValueError(f"status must be a non-empty string, not {status!r}")
+        finished_at = time.time()
+        failed = is_failure(status)
+        with self._lock:
+            job = self._jobs[job_id]
+            update = {"Status": status, "CompleteTime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(finished_at))}
+            if media_id is not None or not failed:
+                update["MediaId"] = media_id or job.get("MediaId") or uuid.uuid4().hex
+            if failed:
+                update["ErrorCode"] = error_code or DEFAULT_ERROR_CODE
+                update["ErrorMessage"] = error_message or DEFAULT_ERROR_MESSAGE
+            else:
+                size = file_size if file_size is not None else job.get("FileSize") or DEFAULT_FILE_SIZE
+                update["FileSize"] = str(size)
+                update["ErrorCode"], update["ErrorMessage"] = "200", "Success"
+            job.update(update)
+            finished = dict(job)
+        self._call_back(job_id, finished, finished_at)
+
+    def finish_job_in(self, job_id: str, delay_s: float, status: str = "Normal", **finish: Any) -> None:
+        """Finish a job ``delay_s`` seconds from now (arguments as :meth:`finish_job`); call it once per job
+        for a schedule of several. Raises ``KeyError`` now for a job that does not exist, ``RuntimeError``
+        once the emulator is stopped."""
+        if delay_s < 0:
+            raise ValueError(f"delay_s must not be negative, not {delay_s!r}")
+        self.job(job_id)
+        with self._callback_lock:
+            if self._callbacks_stopped.is_set():
+                raise RuntimeError("the emulator is stopped: start it again to schedule finishes")
+            self._schedule_seq += 1
+            heapq.heappush(self._schedule, (time.monotonic() + delay_s, self._schedule_seq, job_id,
+                                            {"status": status, **finish}))
+            self._scheduled_finishes[job_id] = self._scheduled_finishes.get(job_id, 0) + 1
+            if self._scheduler is None or not self._scheduler.is_alive():
+                self._scheduler = threading.Thread(target=self._run_schedule, name="ice-finish-schedule",
+                                                   daemon=True)
+                self._scheduler.start()
+            self._callback_lock.notify_all()
+
+    # ---------------------------------------------------------------- callbacks: what happened
+
+    @property
+    def callback_attempts(self) -> List[CallbackAttempt]:
+        """Every attempt, in the order they ended."""
+        with self._callback_lock:
+            return list(self._attempt_log)
+
+    @property
+    def callback_deliveries(self) -> List[CallbackDelivery]:
+        """Every callback message, in the order the jobs finished."""
+        with self._callback_lock:
+            return [delivery.snapshot() for delivery in self._deliveries]
+
+    def wait_for_callback(self, job_id: str, timeout_s: float = 10.0) -> CallbackDelivery:
+        """The job's latest delivery once it is settled (delivered, dropped or stopped) and no finish of
+        the job is still scheduled. ``LookupError`` if no callback for the job is sent or to come (no
+        setting, or the job never finished); ``TimeoutError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._callback_lock:
+            while True:
+                deliveries = [delivery for delivery in self._deliveries if delivery.job_id == job_id]
+                scheduled = self._scheduled_finishes.get(job_id, 0)
+                if not deliveries and not scheduled:
+                    raise LookupError(f"no callback for job {job_id} was sent and none is scheduled")
+                if not scheduled and deliveries[-1].outcome != PENDING:
+                    return deliveries[-1].snapshot()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the callback for job {job_id} is not settled after {timeout_s} s "
+                                       f"({scheduled} finishes scheduled)")
+                self._callback_lock.wait(remaining)
+
+    def wait_for_callbacks(self, timeout_s: float = 30.0) -> List[CallbackDelivery]:
+        """Every delivery, once all are settled and no finish is scheduled (for benchmarks)."""
+        deadline = time.monotonic() + timeout_s
+        with self._callback_lock:
+            while self._schedule or any(delivery.outcome == PENDING for delivery in self._deliveries):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"callbacks are not settled after {timeout_s} s")
+                self._callback_lock.wait(remaining)
+            return [delivery.snapshot() for delivery in self._deliveries]
+
+    def reset_callbacks(self) -> None:
+        """Forget settled deliveries and their attempts (pending ones and the schedule are kept)."""
+        with self._callback_lock:
+            self._deliveries = [delivery for delivery in self._deliveries if delivery.outcome == PENDING]
+            kept = {delivery.delivery_id for delivery in self._deliveries}
+            self._attempt_log = [attempt for attempt in self._attempt_log if attempt.delivery_id in kept]
+
+    # ---------------------------------------------------------------- callbacks: delivery
+
+    def _call_back(self, job_id: str, job: Dict[str, Any], finished_at: float) -> None:
+        """Start delivering the job's UploadByURLComplete message, if the setting asks for it."""
+        with self._callback_lock:
+            setting = self._callback_setting
+            if setting is None or URL_UPLOAD_EVENT not in setting.event_types:
+                return
+            self._delivery_seq += 1
+            delivery = _Delivery(self._delivery_seq, job_id, setting,
+                                 json_body(self._callback_message(job_id, job, finished_at)))
+            self._deliveries.append(delivery)
+            if self._callbacks_stopped.is_set():
+                delivery.outcome = STOPPED
+                self._callback_lock.notify_all()
+                return
+            sender = threading.Thread(target=self._deliver, args=(delivery,),
+                                      name=f"ice-callback-{delivery.delivery_id}", daemon=True)
+            self._senders.add(sender)
+            sender.start()
+
+    def _callback_message(self, job_id: str, job: Dict[str, Any], finished_at: float) -> Dict[str, Any]:
+        failed = is_failure(str(job.get("Status", "")))
+        body: Dict[str, Any] = {"Status": "Fail" if failed else "Success"}
+        if job.get("UploadURL") is not None:
+            body["SourceURL"] = job["UploadURL"]
+        if not failed and job.get("MediaId") is not None:
+            body["MediaId"] = job["MediaId"]
+        body["JobId"] = job_id
+        if failed:
+            body["ErrorCode"] = job.get("ErrorCode")
+            body["ErrorMessage"] = job.get("ErrorMessage")
+        if job.get("UserData"):
+            body["UserData"] = job["UserData"]
+        return {"EventType": URL_UPLOAD_EVENT, "UserId": self.user_id,
+                "EventTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished_at)), "MessageBody": body}
+
+    def _deliver(self, delivery: _Delivery) -> None:
+        """Up to ``attempts`` POSTs, ``retry_interval_s`` apart, until one is answered 200 in time."""
+        timings = self.callback_timings
+        outcome = DROPPED
+        try:
+            for number in range(1, timings.attempts + 1):
+                if number > 1 and self._callbacks_stopped.wait(timings.retry_interval_s):
+                    outcome = STOPPED
+                    break
+                attempt = self._attempt(delivery, number)
+                with self._callback_lock:
+                    delivery.attempts.append(attempt)
+                    self._attempt_log.append(attempt)
+                    self._callback_lock.notify_all()
+                if attempt.delivered:
+                    outcome = DELIVERED
+                    break
+                if self._callbacks_stopped.is_set():
+                    outcome = STOPPED
+                    break
+            if outcome == DROPPED:
+                logger.info("callback for job %s dropped after %d attempts", delivery.job_id, timings.attempts)
+        finally:
+            with self._callback_lock:
+                delivery.outcome = outcome
+                self._senders.discard(threading.current_thread())
+                self._callback_lock.notify_all()
+
+    def _attempt(self, delivery: _Delivery, number: int) -> CallbackAttempt:
+        setting, window = delivery.setting, self.callback_timings.window_s
+        headers = {"Content-Type": "application/json", "User-Agent": f"{self.server_version} (callback)"}
+        timestamp = None
+        if setting.auth_key is not None:
+            timestamp = str(int(time.time()))
+            headers["X-ICE-TIMESTAMP"] = timestamp
+            headers["X-ICE-SIGNATURE"] = ice_signature(setting.url, timestamp, setting.auth_key)
+        parts = urlsplit(setting.url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_type(parts.hostname, parts.port, timeout=window)
+        status: Optional[int] = None
+        error: Optional[str] = None
+        answered_at: Optional[float] = None
+        with self._callback_lock:
+            self._in_flight.add(connection)
+        sent_at, started = time.time(), time.monotonic()
+        try:
+            connection.request("POST", target, body=delivery.body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            status, answered_at = response.status, time.time()
+            if time.monotonic() - started > window:  # a trickling answer can outlast the socket timeout
+                error = f"answered after the {window:g} s window"
+            elif status != 200:
+                error = f"HTTP {status}"
+        except socket.timeout:
+            error = f"no answer within {window:g} s"
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, cut off by stop()
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            duration = time.monotonic() - started
+            with self._callback_lock:
+                self._in_flight.discard(connection)
+            connection.close()
+        return CallbackAttempt(delivery.delivery_id, delivery.job_id, number, setting.url, timestamp, sent_at,
+                               answered_at, status, error, duration)
+
+    def _run_schedule(self) -> None:
+        """The scheduler thread: finishes each scheduled job when it is due, until ``stop``."""
+        while True:
+            with self._callback_lock:
+                while True:
+                    if self._callbacks_stopped.is_set():
+                        return
+                    now = time.monotonic()
+                    if self._schedule and self._schedule[0][0] <= now:
+                        _, _, job_id, finish = heapq.heappop(self._schedule)
+                        break
+                    self._callback_lock.wait(self._schedule[0][0] - now if self._schedule else None)
+            try:
+                self.finish_job(job_id, **finish)
+            except Exception:  # noqa: BLE001 - a job removed since: the schedule goes on
+                logger.exception("scheduled finish of job %s failed", job_id)
+            finally:
+                with self._callback_lock:
+                    left = self._scheduled_finishes.get(job_id, 1) - 1
+                    if left > 0:
+                        self._scheduled_finishes[job_id] = left
+                    else:
+                        self._scheduled_finishes.pop(job_id, None)
+                    self._callback_lock.notify_all()
+
+    def _stop_callbacks(self) -> None:
+        with self._callback_lock:
+            self._callbacks_stopped.set()
+            self._schedule.clear()
+            self._scheduled_finishes.clear()
+            self._callback_lock.notify_all()
+            threads = [thread for thread in (self._scheduler, *self._senders) if thread is not None]
+            connections = list(self._in_flight)
+        for connection in connections:  # wakes an attempt waiting for its answer
+            if connection.sock is not None:
+                try:
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=self.callback_timings.window_s + 1.0)
 
     # ---------------------------------------------------------------- request handling (OpenApiEmulator)
 
@@ -208,6 +664,9 @@ class IceEmulator(OpenApiEmulator):
                     job["UserData"] = user_data
                 self._jobs[job_id] = job
                 upload_jobs.append({"JobId": job_id, "SourceURL": url, "MediaId": media_id})
+        if self.auto_finish_s is not None:
+            for upload_job in upload_jobs:
+                self.finish_job_in(upload_job["JobId"], self.auto_finish_s)
         return {"UploadJobs": upload_jobs}
 
 
@@ -225,8 +684,24 @@ def build(argv: Optional[List[str]] = None) -> IceEmulator:
     parser.add_argument("--seed", default=None, help="JSON list of jobs: {\"JobId\": ..., ICE fields...}")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--nonexists-style", choices=NONEXISTS_STYLES, default="list")
+    parser.add_argument("--callback-url", default=None, help="where finished jobs are called back (ICE's CallbackURL)")
+    parser.add_argument("--callback-key", default=None, help="the AuthKey callbacks are signed with (AuthSwitch on)")
+    parser.add_argument("--finish-after", type=float, default=None, metavar="SECONDS",
+                        help="jobs created by UploadMediaByURL finish successfully this long after")
+    parser.add_argument("--callback-window", type=float, default=ICE_CALLBACK_TIMINGS.window_s, metavar="SECONDS",
+                        help="how long a callback waits for its 200 (ICE: 3)")
+    parser.add_argument("--callback-retry-interval", type=float, default=ICE_CALLBACK_TIMINGS.retry_interval_s,
+                        metavar="SECONDS", help="the pause between attempts (ICE: 1)")
     args = parser.parse_args(argv)
-    emulator = IceEmulator(args.host, args.port, nonexists_style=args.nonexists_style)
+    if args.callback_key is not None and args.callback_url is None:
+        parser.error("--callback-key needs --callback-url")
+    try:
+        timings = CallbackTimings(args.callback_window, args.callback_retry_interval)
+        emulator = IceEmulator(args.host, args.port, nonexists_style=args.nonexists_style,
+                               callback_url=args.callback_url, callback_auth_key=args.callback_key,
+                               callback_timings=timings, auto_finish_s=args.finish_after)
+    except ValueError as error:
+        parser.error(str(error))
     emulator.add_access_key(args.access_key_id, args.access_key_secret, args.security_token)
     emulator.latency_s = args.latency_ms / 1000.0
     if args.seed:
@@ -243,8 +718,11 @@ def build(argv: Optional[List[str]] = None) -> IceEmulator:
 def main(argv: Optional[List[str]] = None) -> None:
     emulator = build(argv).start()
     keys = ", ".join(emulator.auth.access_key_ids())
+    setting = emulator.callback_setting
+    callbacks = "no callbacks" if setting is None else (
+        f"callbacks to {setting.url}, {'signed' if setting.auth_key else 'unsigned'}")
     emulator.serve_until_interrupted(f"ICE emulator listening on {{endpoint}} (access keys: {keys}; "
-                                     f"{len(emulator._jobs)} jobs)")
+                                     f"{len(emulator._jobs)} jobs; {callbacks})")
 
 if __name__ == "__main__":
     main()

@@ -30,10 +30,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import socket
 import threading
 import time
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -43,8 +45,19 @@ from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
 from alibabacloud_tea_openapi.utils import Utils
 from alibabacloud_tea_openapi.utils_models import Config
 from darabonba.exceptions import UnretryableException
+from ice_upload_sync import callback_auth, events
+from ice_upload_sync.errors import Unauthorized
 
-from tests.emulators.ice import ApiCall, IceEmulator, build
+from tests.emulators.ice import (
+    ICE_CALLBACK_TIMINGS,
+    ApiCall,
+    CallbackSetting,
+    CallbackTimings,
+    IceEmulator,
+    build,
+    ice_signature,
+)
+from tests.emulators.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 
 AK, SECRET = "LTAI-emulator-test", "emulator-secret-never-shown"
 STS_AK, STS_SECRET, STS_TOKEN = "STS.emulator-test", "sts-secret-never-shown", "sts-token-value"
@@ -405,3 +418,354 @@ def test_the_command_line_seeds_jobs_and_keys(tmp_path):
         assert emulator.latency_s == 0.005 and emulator.job("seeded-1") == {"Status": "Success", "FileSize": "12"}
         body = infos(client_for(emulator, "cli-ak", "cli-secret"), job_ids="seeded-1")
         assert body.urlupload_info_list[0].file_size == "12"
+
+
+# ---------------------------------------------------------------- callbacks: ICE calling us
+
+
+CALLBACK_KEY = "Emulator2026Key"  # what ICE accepts as an AuthKey: letters and digits, at most 32
+FAST = CallbackTimings(window_s=0.5, retry_interval_s=0.25)  # ICE's rule, shrunk; the count stays 3
+SLOW_MARGIN_S = 1.5  # a busy 2-core machine: intervals are checked loosely, counts and order exactly
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: Dict[str, str]  # as sent (names in the sender's case)
+    body: bytes
+    at: float  # time.time() when the request arrived
+
+
+class CallbackReceiver(LoopbackServer):
+    """The user's side of ICE's HTTP callback, scripted: answer ``i`` is ``answers[i]`` as
+    (status, delay_s), the last one repeating. Keeps every request it received."""
+
+    thread_name = "callback-receiver"
+    poll_interval_s = 0.01
+
+    def __init__(self, *answers: Tuple[int, float]) -> None:
+        super().__init__()
+        self.answers = answers or ((200, 0.0),)
+        self.received: List[Received] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def _make_server(self) -> TrackingHTTPServer:
+        self._stopping.clear()
+        server = TrackingHTTPServer((self.host, self._port), _ReceiverHandler)
+        server.receiver = self  # type: ignore[attr-defined]
+        return server
+
+    def _stopping_server(self, server: Any) -> None:
+        self._stopping.set()
+
+    def _stopped_server(self, server: Any) -> None:
+        server.close_connections()
+
+    @property
+    def url(self) -> str:
+        return f"{self.endpoint}/ice-callback"
+
+    def receive(self, path: str, headers: Dict[str, str], body: bytes) -> int:
+        with self._lock:
+            self.received.append(Received(path, headers, body, time.time()))
+            status, delay = self.answers[min(len(self.received), len(self.answers)) - 1]
+        if delay:
+            self._stopping.wait(delay)
+        return status
+
+
+class _ReceiverHandler(KeepAliveHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status = self.server.receiver.receive(self.path, dict(self.headers), body)  # type: ignore[attr-defined]
+        try:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except OSError:  # ICE gave up waiting
+            self.close_connection = True
+
+
+def fc_http_event(received: Received, receiver: CallbackReceiver) -> dict:
+    """The FC3 HTTP-trigger event the function would get for this request (contract section 2)."""
+    return {"version": "v1", "rawPath": received.path, "headers": received.headers, "queryParameters": {},
+            "body": received.body.decode("utf-8"), "isBase64Encoded": False,
+            "requestContext": {"domainName": f"127.0.0.1:{receiver.port}",
+                               "http": {"method": "POST", "path": received.path}}}
+
+
+@pytest.fixture
+def receiver(request):
+    """A receiver answering 200 at once; parametrize indirectly with a list of (status, delay_s)."""
+    with CallbackReceiver(*getattr(request, "param", ())) as server:
+        yield server
+
+
+def callback_emulator(receiver: CallbackReceiver, timings: CallbackTimings = FAST, **kwargs) -> IceEmulator:
+    emulator = make_emulator(callback_url=receiver.url, callback_auth_key=CALLBACK_KEY, callback_timings=timings,
+                             **kwargs)
+    emulator.put_job("job-1", Status="UPLOADING", UploadURL="https://media.example.com/videos/launch.mp4",
+                     CreationTime="2026-11-25T02:00:00Z", MediaId="f1e2d3c4b5a6978867564534231201a5")
+    return emulator
+
+
+def gaps(attempts: Sequence[Any]) -> List[float]:
+    """Seconds from the end of each attempt to the start of the next (ICE's interval)."""
+    return [later.sent_at - (earlier.sent_at + earlier.duration_s) for earlier, later in zip(attempts, attempts[1:])]
+
+
+def test_the_signature_is_ices_md5_with_the_contracts_worked_example():
+    # CONTRACT section 7: the documentation's own example hash is wrong; this one is right
+    assert ice_signature("https://www.example.com/your/callback", "1519375990", "Test123") == \
+        "c587b80d2d0ede300e8967937da7219b"
+    assert ice_signature("u", "1", "k") == hashlib.md5(b"u|1|k").hexdigest()
+
+
+def test_ices_timings_are_the_defaults_and_the_setting_is_kept_in_one_place():
+    emulator = IceEmulator()
+    assert emulator.callback_timings == ICE_CALLBACK_TIMINGS == CallbackTimings(3.0, 1.0, 3)
+    assert emulator.callback_setting is None
+    emulator.set_callback("https://example.com/cb", "Key1")
+    assert emulator.callback_setting == CallbackSetting("https://example.com/cb", "Key1", ("UploadByURLComplete",))
+    emulator.set_callback("http://127.0.0.1:1/other")  # replaces it, as ICE's one setting per region
+    assert emulator.callback_setting == CallbackSetting("http://127.0.0.1:1/other", None)
+    emulator.set_callback(None)
+    assert emulator.callback_setting is None
+    for bad in ("ftp://example.com/cb", "not a url", "https:///no-host"):
+        with pytest.raises(ValueError):
+            emulator.set_callback(bad)
+    with pytest.raises(ValueError):
+        CallbackTimings(window_s=0)
+    with pytest.raises(ValueError):
+        IceEmulator(callback_auth_key="orphan")
+
+
+def test_a_finished_job_is_delivered_once_signed_so_the_functions_own_verifier_accepts_it(receiver):
+    with callback_emulator(receiver) as ice:
+        started = time.monotonic()
+        ice.finish_job("job-1", file_size=64610)
+        assert time.monotonic() - started < 0.5  # the caller does not wait for the delivery
+        delivery = ice.wait_for_callback("job-1")
+
+        job = ice.job("job-1")
+        assert (job["Status"], job["FileSize"], job["ErrorCode"], job["ErrorMessage"]) == (
+            "Normal", "64610", "200", "Success")
+        assert time.strptime(job["CompleteTime"], "%Y-%m-%d %H:%M:%S")  # ICE's plain UTC format
+        answer = infos(client_for(ice), job_ids="job-1").urlupload_info_list[0]
+        assert (answer.status, answer.complete_time) == ("Normal", job["CompleteTime"])
+
+    assert delivery.outcome == "delivered" and len(receiver.received) == 1
+    [attempt] = delivery.attempts
+    assert (attempt.job_id, attempt.attempt, attempt.status, attempt.error, attempt.delivered) == (
+        "job-1", 1, 200, None, True)
+    assert attempt.sent_at <= attempt.answered_at and ice.callback_attempts == [attempt]
+
+    received = receiver.received[0]
+    assert received.path == "/ice-callback" and received.body == delivery.body
+    headers = {name.lower(): value for name, value in received.headers.items()}
+    assert headers["content-type"] == "application/json"
+    assert headers["x-ice-timestamp"] == attempt.timestamp
+    assert abs(int(attempt.timestamp) - time.time()) < 60
+    # computed independently of both the emulator and the function
+    assert headers["x-ice-signature"] == hashlib.md5(
+        f"{receiver.url}|{attempt.timestamp}|{CALLBACK_KEY}".encode()).hexdigest()
+
+    message = json.loads(received.body)
+    assert message == {
+        "EventType": "UploadByURLComplete", "UserId": 1234567890123456, "EventTime": message["EventTime"],
+        "MessageBody": {"Status": "Success", "SourceURL": "https://media.example.com/videos/launch.mp4",
+                        "MediaId": "f1e2d3c4b5a6978867564534231201a5", "JobId": "job-1"}}
+    assert time.strptime(message["EventTime"], "%Y-%m-%dT%H:%M:%SZ")
+
+    # what the deployed function does with it: authenticate (configured URL, then the derived one), parse
+    request = events.parse_event(json.dumps(fc_http_event(received, receiver)).encode())
+    for configured_url in (receiver.url, None):
+        callback_auth.verify(request, keys=[CALLBACK_KEY], configured_url=configured_url, now=time.time(),
+                             max_skew_s=300)
+    with pytest.raises(Unauthorized):
+        callback_auth.verify(request, keys=["SomeOtherKey"], configured_url=receiver.url, now=time.time(),
+                             max_skew_s=300)
+    parsed = events.parse_http_body(request)
+    assert parsed.job_ids == ("job-1",) and parsed.hints[0].status == "Success"
+    assert parsed.hints[0].media_id == "f1e2d3c4b5a6978867564534231201a5"
+
+
+def test_a_failed_job_is_called_back_with_fail_and_its_error(receiver):
+    with callback_emulator(receiver) as ice:
+        ice.put_job("job-2", Status="DOWNLOADING", UploadURL="https://media.example.com/videos/missing.mp4",
+                    UserData='{"Extend":{"localId":"7"}}')
+        ice.finish_job("job-2", "UPLOAD_FAIL", error_message="download video failed by the url, please check it")
+        delivery = ice.wait_for_callback("job-2")
+        answer = infos(client_for(ice), job_ids="job-2").urlupload_info_list[0]
+    assert (answer.status, answer.error_code, answer.error_message) == (
+        "UPLOAD_FAIL", "URLInvalidError", "download video failed by the url, please check it")
+    assert delivery.outcome == "delivered"
+    assert delivery.message["MessageBody"] == {
+        "Status": "Fail", "SourceURL": "https://media.example.com/videos/missing.mp4", "JobId": "job-2",
+        "ErrorCode": "URLInvalidError", "ErrorMessage": "download video failed by the url, please check it",
+        "UserData": '{"Extend":{"localId":"7"}}'}
+
+
+def test_a_receiver_answering_500_gets_three_attempts_a_second_apart_then_the_callback_is_dropped():
+    with CallbackReceiver((500, 0.0)) as receiver, callback_emulator(receiver, ICE_CALLBACK_TIMINGS) as ice:
+        ice.finish_job("job-1")
+        delivery = ice.wait_for_callback("job-1", timeout_s=10)
+    assert delivery.outcome == "dropped" and len(receiver.received) == 3
+    assert [(a.attempt, a.status, a.error) for a in delivery.attempts] == [
+        (1, 500, "HTTP 500"), (2, 500, "HTTP 500"), (3, 500, "HTTP 500")]
+    assert ice.callback_attempts == list(delivery.attempts)
+    assert all(0.9 <= gap <= 1.0 + SLOW_MARGIN_S for gap in gaps(delivery.attempts)), gaps(delivery.attempts)
+    assert len({r.body for r in receiver.received}) == 1  # the same message each time
+
+
+@pytest.mark.parametrize("status", [204, 302, 404, 503])
+def test_any_answer_but_200_is_retried(status):
+    with CallbackReceiver((status, 0.0)) as receiver, callback_emulator(receiver) as ice:
+        ice.finish_job("job-1")
+        delivery = ice.wait_for_callback("job-1")
+    assert delivery.outcome == "dropped"
+    assert [(a.attempt, a.status) for a in delivery.attempts] == [(1, status), (2, status), (3, status)]
+
+
+def test_a_receiver_slower_than_the_window_is_retried_then_dropped():
+    with CallbackReceiver((200, 2.0)) as receiver, callback_emulator(receiver) as ice:
+        ice.finish_job("job-1")
+        delivery = ice.wait_for_callback("job-1")
+    assert delivery.outcome == "dropped" and len(receiver.received) == 3
+    assert [(a.attempt, a.status, a.answered_at, a.error) for a in delivery.attempts] == [
+        (n, None, None, "no answer within 0.5 s") for n in (1, 2, 3)]
+    assert all(FAST.window_s - 0.05 <= a.duration_s <= FAST.window_s + SLOW_MARGIN_S for a in delivery.attempts)
+    assert all(0.2 <= gap <= FAST.retry_interval_s + SLOW_MARGIN_S for gap in gaps(delivery.attempts))
+    # ICE's view of the whole delivery: about window + interval per retry
+    first, last = delivery.attempts[0], delivery.attempts[-1]
+    assert last.sent_at - first.sent_at >= 2 * (FAST.window_s + FAST.retry_interval_s) - 0.1
+
+
+def test_a_200_on_the_second_attempt_stops_the_retries():
+    with CallbackReceiver((500, 0.0), (200, 0.0)) as receiver, callback_emulator(receiver) as ice:
+        ice.finish_job("job-1")
+        delivery = ice.wait_for_callback("job-1")
+        time.sleep(FAST.retry_interval_s * 2)  # time enough for a third attempt, were one coming
+        assert ice.callback_attempts == list(delivery.attempts)
+    assert delivery.outcome == "delivered" and len(receiver.received) == 2
+    assert [(a.attempt, a.status, a.delivered) for a in delivery.attempts] == [(1, 500, False), (2, 200, True)]
+
+
+def test_a_200_slower_than_the_window_does_not_count():
+    with CallbackReceiver((200, 0.8), (200, 0.0)) as receiver, callback_emulator(receiver) as ice:
+        ice.finish_job("job-1")
+        delivery = ice.wait_for_callback("job-1")
+    assert [(a.attempt, a.delivered) for a in delivery.attempts] == [(1, False), (2, True)]
+    assert len(receiver.received) == 2  # the first was received (and answered late): ICE sends it again
+
+
+def test_a_refused_connection_is_retried_and_dropped():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with make_emulator(callback_url=f"http://127.0.0.1:{port}/ice-callback", callback_auth_key=CALLBACK_KEY,
+                       callback_timings=FAST) as ice:
+        ice.put_job("job-1", Status="UPLOADING")
+        ice.finish_job("job-1")
+        delivery = ice.wait_for_callback("job-1")
+    assert delivery.outcome == "dropped"
+    assert [(a.attempt, a.status, a.answered_at) for a in delivery.attempts] == [(1, None, None), (2, None, None),
+                                                                                  (3, None, None)]
+    assert all(a.error.startswith("ConnectionRefusedError") for a in delivery.attempts)
+    assert all(0.2 <= gap <= FAST.retry_interval_s + SLOW_MARGIN_S for gap in gaps(delivery.attempts))
+
+
+def test_scheduled_finishes_are_delivered_after_their_delays_in_order(receiver):
+    with callback_emulator(receiver) as ice:
+        ice.put_job("job-2", Status="PENDING", UploadURL="https://media.example.com/videos/b.mp4")
+        scheduled_at = time.time()
+        ice.finish_job_in("job-2", 0.6, "UPLOAD_FAIL")
+        ice.finish_job_in("job-1", 0.3)
+        assert ice.callback_deliveries == [] and ice.job("job-1")["Status"] == "UPLOADING"
+        everything = ice.wait_for_callbacks(timeout_s=10)
+        second = ice.wait_for_callback("job-2")
+        first = ice.wait_for_callback("job-1")
+    assert everything == [first, second]
+    assert (first.outcome, second.outcome) == ("delivered", "delivered")
+    assert [r.body for r in receiver.received] == [first.body, second.body]  # job-1 was due first
+    assert first.attempts[0].sent_at - scheduled_at >= 0.3 - 0.02
+    assert second.attempts[0].sent_at - scheduled_at >= 0.6 - 0.02
+    assert second.attempts[0].sent_at - scheduled_at <= 0.6 + SLOW_MARGIN_S
+    assert (first.message["MessageBody"]["Status"], second.message["MessageBody"]["Status"]) == ("Success", "Fail")
+    assert ice.job("job-2")["Status"] == "UPLOAD_FAIL"
+
+
+def test_without_a_subscribed_setting_a_finish_only_updates_the_job(receiver):
+    with make_emulator(callback_timings=FAST) as ice:
+        ice.put_job("job-1", Status="UPLOADING")
+        ice.finish_job("job-1")
+        assert ice.job("job-1")["Status"] == "Normal" and ice.callback_deliveries == []
+        with pytest.raises(LookupError):
+            ice.wait_for_callback("job-1", timeout_s=0.1)
+        ice.set_callback(receiver.url, CALLBACK_KEY, event_types=["ProduceMediaComplete"])
+        ice.finish_job("job-1")
+        assert ice.callback_deliveries == []
+        with pytest.raises(KeyError):
+            ice.finish_job("ghost")
+        with pytest.raises(KeyError):
+            ice.finish_job_in("ghost", 0.1)
+    assert receiver.received == []
+
+
+def test_with_the_auth_switch_off_callbacks_carry_no_signature(receiver):
+    with make_emulator(callback_url=receiver.url, callback_timings=FAST) as ice:
+        ice.put_job("job-1", Status="UPLOADING")
+        ice.finish_job("job-1")
+        delivery = ice.wait_for_callback("job-1")
+        ice.reset_callbacks()
+        assert ice.callback_deliveries == [] and ice.callback_attempts == []
+        ice.finish_job("job-1")
+        assert ice.wait_for_callback("job-1").delivery_id == delivery.delivery_id + 1  # ids are never reused
+    assert delivery.outcome == "delivered" and delivery.attempts[0].timestamp is None
+    assert not {name.lower() for name in receiver.received[0].headers} & {"x-ice-timestamp", "x-ice-signature"}
+
+
+def test_stop_drops_the_schedule_and_ends_pending_deliveries_at_once():
+    slow = CallbackTimings(window_s=5.0, retry_interval_s=5.0)
+    with CallbackReceiver((200, 5.0)) as receiver, callback_emulator(receiver, slow) as ice:
+        ice.put_job("job-2", Status="PENDING")
+        ice.finish_job("job-1")  # its first attempt hangs on the slow receiver
+        ice.finish_job_in("job-2", 5.0)
+        deadline = time.monotonic() + 5
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        ice.stop()
+        assert time.monotonic() - started < 2.0  # the in-flight attempt was cut off, not waited for
+        [delivery] = ice.callback_deliveries
+        assert delivery.outcome == "stopped" and len(delivery.attempts) == 1
+        with pytest.raises(LookupError):
+            ice.wait_for_callback("job-2", timeout_s=0.1)
+        assert ice.job("job-2")["Status"] == "PENDING"
+        with pytest.raises(RuntimeError):
+            ice.finish_job_in("job-2", 0.1)
+        ice.start()  # a restarted emulator calls back again
+        receiver.answers = ((200, 0.0),)
+        ice.finish_job_in("job-2", 0.0)
+        assert ice.wait_for_callback("job-2").outcome == "delivered"
+    assert len(receiver.received) == 2
+
+
+def test_the_command_line_sets_callbacks_and_uploads_finish_by_themselves(receiver):
+    emulator = build(["--port", "0", "--access-key-id", "cli-ak", "--access-key-secret", "cli-secret",
+                      "--callback-url", receiver.url, "--callback-key", CALLBACK_KEY, "--finish-after", "0.2",
+                      "--callback-window", "0.5", "--callback-retry-interval", "0.25"])
+    assert emulator.callback_setting == CallbackSetting(receiver.url, CALLBACK_KEY)
+    assert emulator.callback_timings == FAST and emulator.auto_finish_s == 0.2
+    with emulator:
+        request = ice_models.UploadMediaByURLRequest(upload_urls=quote("https://media.example.com/new.mp4", safe=""))
+        [job] = client_for(emulator, "cli-ak", "cli-secret").upload_media_by_url(request).body.upload_jobs
+        assert emulator.job(job.job_id)["Status"] == "PENDING"
+        delivery = emulator.wait_for_callback(job.job_id)
+        assert emulator.job(job.job_id)["Status"] == "Normal"
+    assert delivery.outcome == "delivered"
+    assert delivery.message["MessageBody"] == {"Status": "Success", "SourceURL": "https://media.example.com/new.mp4",
+                                               "MediaId": job.media_id, "JobId": job.job_id}
+    with pytest.raises(SystemExit):
+        build(["--callback-key", "no-url"])
