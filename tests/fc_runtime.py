@@ -21,12 +21,13 @@ Run as a script by the interpreter under test (stdlib only, any Python from 3.9)
 one invocation per line on stdin and answers one line per invocation on stdout::
 
     python fc_runtime.py --code DIR [--vendor DIR] [--runtime python3.10]
-    <- {"event_b64": "...", "request_id": "r1", "timeout": "300"}
+    <- {"event_b64": "...", "request_id": "r1", "timeout": "300", "retry_count": 0}
     -> {"initializer": {...} | null, "result": "<the serialized answer>" | null,
         "error": {"errorMessage", "errorType", "stackTrace"} | null, "cpu_s": .., "wall_s": ..,
         "process_cpu_s": .., "loaded": [top-level module names]}
 
-``FcInstance`` drives it from the tests.
+``FcInstance`` drives it from the tests; ``tests/emulators/fc.py`` runs a pool of them behind
+an HTTP trigger.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 KEPT_FC_VARIABLES = ("FC_FUNCTION_NAME", "FC_REGION")
 
@@ -84,14 +85,14 @@ class _Namespace:
         return f"FCContext({', '.join(sorted(self.__dict__))})"
 
 
-def make_context(runtime: str, request_id: str, timeout: str, handler: str) -> _Namespace:
+def make_context(runtime: str, request_id: str, timeout: str, handler: str, retry_count: int = 0) -> _Namespace:
     env = os.environ
     function = _Namespace(name=env.get("FC_FUNCTION_NAME", "ice-upload-sync"), handler=handler, memory=256,
                           timeout=timeout)
     attributes: Dict[str, Any] = dict(
         request_id=request_id, function=function, region=env.get("FC_REGION", "cn-shanghai"),
-        account_id="1234567890123456", retry_count=0, tracing=_Namespace(span_context=None, jaeger_endpoint=None,
-                                                                           span_baggages={}, parent_span_id=None),
+        account_id="1234567890123456", retry_count=retry_count,
+        tracing=_Namespace(span_context=None, jaeger_endpoint=None, span_baggages={}, parent_span_id=None),
     )
     if runtime != "python3.12":  # python3.12 has neither, and puts the credentials in ALIBABA_CLOUD_*
         attributes["credentials"] = _Namespace(
@@ -137,7 +138,8 @@ def serve(code: str, vendor: Optional[str], runtime: str, handler_name: str, ini
     for line in sys.stdin:
         request = json.loads(line)
         request_filter.request_id = request["request_id"]
-        context = make_context(runtime, request["request_id"], request.get("timeout", "300"), handler_name)
+        context = make_context(runtime, request["request_id"], request.get("timeout", "300"), handler_name,
+                               int(request.get("retry_count", 0)))
         answer: Dict[str, Any] = {"initializer": None, "result": None, "error": None}
         cpu, wall = time.process_time(), time.perf_counter()
         if not initialized:
@@ -194,11 +196,12 @@ class FcInstance:
         self.log = ""
 
     def invoke(self, event: Any, *, request_id: Optional[str] = None, timeout: str = "300",
-               wait_s: float = 120) -> Dict[str, Any]:
+               wait_s: float = 120, retry_count: int = 0) -> Dict[str, Any]:
+        """``retry_count``: ``context.retry_count``, what FC sets on a retried asynchronous invocation."""
         raw = event if isinstance(event, bytes) else (event.encode() if isinstance(event, str)
                                                        else json.dumps(event).encode())
         request = {"event_b64": base64.b64encode(raw).decode(), "timeout": timeout,
-                   "request_id": request_id or f"req-{len(self.answers) + 1}"}
+                   "request_id": request_id or f"req-{len(self.answers) + 1}", "retry_count": retry_count}
         assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
@@ -213,6 +216,30 @@ class FcInstance:
         answer["instance_wall_s"] = time.perf_counter() - self.started  # from the interpreter's start
         self.answers.append(answer)
         return answer
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        """The interpreter is still running (it may die on its own: ``os._exit``, a crash, a kill)."""
+        return self._process.poll() is None
+
+    def kill(self) -> None:
+        """End the interpreter now; an ``invoke`` waiting on it raises ("the instance died")."""
+        if self._process.poll() is None:
+            self._process.kill()
+
+    def log_since(self, offset: int = 0, limit: int = 1 << 20) -> Tuple[str, int]:
+        """What the instance has written to stderr from byte ``offset`` on (at most ``limit`` bytes),
+        and the offset after it; readable while the instance runs (``pread`` leaves the file
+        position the interpreter writes at alone)."""
+        if self._log_file.closed:
+            data = self.log.encode("utf-8", errors="replace")[offset:offset + limit]
+        else:
+            data = os.pread(self._log_file.fileno(), limit, offset)
+        return data.decode("utf-8", errors="replace"), offset + len(data)
 
     def close(self) -> str:
         """Stop the instance; its log (what it wrote to stderr)."""
