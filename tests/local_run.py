@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "function"))
 
 from ice_upload_sync.config import Settings  # noqa: E402
 
+from tests.emulators.fc import FcFrontEnd  # noqa: E402
 from tests.emulators.ice import IceEmulator  # noqa: E402
 from tests.emulators.tablestore import TablestoreServer  # noqa: E402
 from tests.scenario import (  # noqa: E402
@@ -51,6 +52,17 @@ ORDER = [
     "mns-queue-batch.json", "callback-vod-flat.json", "direct-job-ids.json",
     "direct-upload-urls.json", "timer-check-jobs.json", "timer-sweep.json",
 ]
+# ICE calls back, for real: (job, seconds after the previous callback was recorded, ICE's final status).
+# The local FC keeps an idle instance KEEP_ALIVE_S (FC: about a minute) so the story takes seconds:
+# the first callback meets no instance, the second one within the keep-alive an instance that has
+# looked a job up, the third none again (they were reclaimed), the fourth a warm one.
+CALLBACK_STORY = [
+    ("cb0000000000000000000000000000c1", 0.0, "Normal"),
+    ("cb0000000000000000000000000000c2", 0.5, "Normal"),
+    ("cb0000000000000000000000000000c3", 3.0, "UPLOAD_FAIL"),
+    ("cb0000000000000000000000000000c4", 0.5, "Normal"),
+]
+KEEP_ALIVE_S = 2.0
 # (header, record field, width): one row fits a 100-column terminal with single spaces between.
 # "open": the job is pending (tracked, not final), so sweeps keep checking it.
 COLUMNS = [("job_id", "job_id", 32), ("state", "state", 10), ("ice_status", "ice_status", 13),
@@ -100,7 +112,7 @@ def main() -> int:
     records = Path(args.records).absolute()
     reader = _reader_command(records, os.environ.get("RECORD_STORE"))
     ignored = _forget_the_shells_function_variables()
-    story_jobs = set(JOB.values())
+    story_jobs = set(JOB.values()) | {job_id for job_id, _gap, _status in CALLBACK_STORY}
     earlier = 0
     if args.store == "file":  # the Tablestore story never opens the folder
         refusal = _refusal(records, story_jobs)
@@ -173,6 +185,7 @@ def main() -> int:
                        ErrorCode="DownloadTimeout", ErrorMessage="source did not answer")
         answer = index.handler(json.dumps(load_event("timer-sweep.json")).encode(), context)
         print(f"{'timer-sweep.json (ICE finished 2)':34} {'ok':8} {'':9}  " + _brief(answer))
+        _callback_story(ice, index._app.store)
         print(f"\n{len(ice.calls)} GetUrlUploadInfos calls in all; the first event's time includes "
               "importing the ICE SDK.\n")
         _print_table(index._app.store, sorted(ice._jobs), where)
@@ -281,6 +294,60 @@ def _print_warnings(collected: _Collected) -> None:
 
 def _now_plain() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+
+
+def _callback_story(ice: IceEmulator, store) -> None:
+    """Uploads finish in the emulator, which POSTs each callback to the local FC's HTTP trigger as
+    ICE does (a 200 within 3 s, else two retries 1 s apart); each instance is a fresh interpreter
+    running the function as FC's runtime does. One line per callback: what met it, whether ICE had
+    to retry, and the time from ICE's first attempt to the record."""
+    instance_env = {name: os.environ[name] for name in (
+        "ICE_ENDPOINT", "ICE_REGION", "ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "RECORD_STORE", "TABLESTORE_ENDPOINT", "CALLBACK_AUTH_KEY") if os.environ.get(name)}
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 600))
+    for job_id, _gap, _status in CALLBACK_STORY:
+        ice.put_job(job_id, Status="UPLOADING", CreationTime=created,
+                    UploadURL=f"https://media.example.com/videos/{job_id[-2:]}.mp4")
+    print(f"\nICE calls back: uploads finish, and ICE POSTs each callback to the local FC's trigger\n"
+          f"(idle instances kept {KEEP_ALIVE_S:g} s here, about 60 s on FC; no timer runs meanwhile)\n")
+    print(f"{'job_id':32} {'ICE said':8} {'instance':8} {'tries':5} {'answered':>8}  {'then':18} {'to record':>9}")
+    with FcFrontEnd(env={**instance_env, "CALLBACK_HANDBACK": "on"}, idle_s=KEEP_ALIVE_S) as fc:
+        trigger = f"{fc.url}/ice-callback"
+        fc.update_env(CALLBACK_URL=trigger)  # the URL ICE signs: the trigger's own
+        ice.set_callback(trigger, CALLBACK_AUTH_KEY)
+        try:
+            for job_id, gap, status in CALLBACK_STORY:
+                time.sleep(gap)
+                seen = len(fc.invocations)
+                ice.finish_job(job_id, status=status)
+                ice.wait_for_callback(job_id, timeout_s=30)
+                recorded_at = _wait_final(store, job_id, timeout_s=30)
+                attempts = [a for a in ice.callback_attempts if a.job_id == job_id]
+                callback = next((i for i in fc.invocations[seen:] if i.kind == "http"), None)
+                answer = json.loads(callback.value()["body"]) if callback is not None and callback.result else {}
+                instance = "new" if callback is None or callback.cold else "kept"
+                then = ("handed back" if answer.get("handed_back") else
+                        "looked up in place" if answer.get("written") else "left to the sweep")
+                took = f"{(recorded_at - attempts[0].sent_at) * 1000:.0f} ms" if recorded_at and attempts else "-"
+                answered = f"{attempts[0].duration_s * 1000:.0f} ms" if attempts and attempts[0].duration_s else "-"
+                print(f"{job_id:32} {('Success' if 'FAIL' not in status else 'Fail'):8} {instance:8} "
+                      f"{len(attempts):<5} {answered:>8}  {then:18} {took:>9}")
+        finally:
+            ice.set_callback(None)
+    print("\nICE counts a callback as delivered only on a 200 within 3 s (tries: its attempts). A new instance\n"
+          "has no ICE client yet: it answers at once and hands the lookup to an asynchronous run of itself\n"
+          "(CALLBACK_HANDBACK); a kept one that has looked a job up before looks it up in place.")
+
+
+def _wait_final(store, job_id: str, timeout_s: float) -> Optional[float]:
+    """When (time.time()) the job's record was first seen final, or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = store.load(job_id)
+        if record is not None and record.final:
+            return time.time()
+        time.sleep(0.02)
+    return None
 
 
 def _brief(summary: dict) -> str:

@@ -39,12 +39,19 @@ def test_the_local_run_replays_every_event_and_prints_the_records(store, tmp_pat
     result = local_run("--store", store, "--records", str(tmp_path / "records"))
     assert result.returncode == 0, result.stderr
     assert "raised" not in result.stdout
-    assert "12 records, 3 pending" in result.stdout
+    assert "16 records, 3 pending" in result.stdout
     lines = result.stdout.splitlines()
     assert max(map(len, lines)) <= 100, max(lines, key=len)  # fits a 100-column terminal
     table = lines[lines.index(next(line for line in lines if line.startswith("job_id"))):]
     assert not any("WARNING" in line for line in table[:15])  # warnings come after the table, explained
     assert "expected: one seeded job carries a status word" in result.stdout
+    # ICE calls the local FC's trigger: new instances hand back, kept ones look up in place, and
+    # ICE never has to retry (one attempt each, answered within its window)
+    story = [row for row in (line.split() for line in lines if line.startswith("cb0000000000000000000000000000c"))
+             if row[1] in ("Success", "Fail")]  # the callback table, not the records
+    assert [row[2] for row in story] == ["new", "kept", "new", "kept"], story
+    assert all(row[3] == "1" for row in story) and ["handed", "looked"] == sorted({row[6] for row in story})
+    assert all(row[-1] == "ms" and float(row[-2]) < 5000 for row in story), story  # recorded within seconds
 
 
 def test_the_command_line_reads_what_make_local_recorded_and_a_rerun_keeps_it(tmp_path):
@@ -58,12 +65,12 @@ def test_the_command_line_reads_what_make_local_recorded_and_a_rerun_keeps_it(tm
                            env={**shell_env(), "PYTHONPATH": str(ROOT / "function")}, capture_output=True,
                            text=True, timeout=60)
     assert stats.returncode == 0, stats.stderr
-    assert json.loads(stats.stdout)["records"] == 12  # the CLI's default store is where make local wrote
+    assert json.loads(stats.stdout)["records"] == 16  # the CLI's default store is where make local wrote
 
     rerun = local_run(cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    assert "12 of this story's jobs from an earlier run" in rerun.stdout
-    assert "12 records, 3 pending" in rerun.stdout
+    assert "16 of this story's jobs from an earlier run" in rerun.stdout
+    assert "16 records, 3 pending" in rerun.stdout
 
 
 @pytest.mark.parametrize("planted, said", [
@@ -94,7 +101,7 @@ def test_the_tablestore_run_leaves_the_file_stores_alone(tmp_path):
     before = snapshot(tmp_path)
     result = local_run("--store", "tablestore", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "12 records, 3 pending" in result.stdout and "its records are gone with it" in result.stdout
+    assert "16 records, 3 pending" in result.stdout and "its records are gone with it" in result.stdout
     assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == [".local-records", ".records"]
 
 
@@ -123,7 +130,7 @@ def test_a_deployers_shell_variables_do_not_leak_into_the_story(tmp_path):
         server.server_close()
     assert result.returncode == 0, result.stderr
     assert "raised" not in result.stdout and "deferred" not in result.stdout
-    assert "12 records, 3 pending" in result.stdout
+    assert "16 records, 3 pending" in result.stdout
     assert received == []
     said = " ".join(result.stdout.split())
     ignored = said.split("not used from your shell (the story sets its own): ")[1].split(" initialize:")[0]
