@@ -1,7 +1,9 @@
 """What the store tests share: records of one job in flight or final at fixed times, and a race."""
 from __future__ import annotations
 
+import functools
 import threading
+from typing import Callable, List
 
 from ice_upload_sync.records import JobRecord
 
@@ -18,21 +20,32 @@ def final(job_id="job00001", completed_at=NOW, **fields):
     return record(job_id, "succeeded", completed_at=completed_at, media_id="m1", **fields)
 
 
-def race(stores, records) -> None:
-    """Each store saves its record at the same moment, from its own thread; none may raise."""
-    start = threading.Barrier(len(stores))
-    errors = []
+def at_once(*calls: Callable[[], object], timeout_s: float = 60) -> List[object]:
+    """Run ``calls`` each in its own thread, released together; their results, in order.
 
-    def write(store, rec):
+    Fails the test if any of them raises or has not finished within ``timeout_s``.
+    """
+    start = threading.Barrier(len(calls))
+    results: List[object] = [None] * len(calls)
+    errors: List[BaseException] = []
+
+    def run(index: int) -> None:
         start.wait()
         try:
-            store.save(rec)
+            results[index] = calls[index]()
         except Exception as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=pair) for pair in zip(stores, records)]
+    threads = [threading.Thread(target=run, args=(index,), daemon=True) for index in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    assert not errors
+        thread.join(timeout_s)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads), f"still running after {timeout_s} s"
+    return results
+
+
+def race(stores, records) -> None:
+    """Each store saves its record at the same moment, from its own thread; none may raise."""
+    at_once(*(functools.partial(store.save, rec) for store, rec in zip(stores, records)))

@@ -9,10 +9,10 @@ settles or reschedules it, and a claim its holder never settles expires.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -36,7 +36,7 @@ from ice_upload_sync.stores.tablestore import OUTBOX_PREFIX, TablestoreStore
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, TABLESTORE_INSTANCE
 from tests.emulators.webhook_receiver import WebhookReceiver
-from tests.store_records import LATER, NOW, final, record
+from tests.store_records import LATER, NOW, at_once, final, record
 
 PLAIN = Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
 ANNOUNCED = ("succeeded", "failed", "expired")
@@ -345,18 +345,8 @@ def test_of_many_claims_on_the_same_entry_at_once_exactly_one_wins(box):
     box.store.save(final())
     listed = next(box.store.owed())
     stores = [box.store] + [box.twin() for _ in range(5)]
-    start = threading.Barrier(len(stores))
-    won: List[Optional[Owed]] = [None] * len(stores)
-
-    def claim(index: int) -> None:
-        start.wait()
-        won[index] = stores[index].claim(listed, f"holder-{index}", T0, T0 + CLAIMED_FOR)
-
-    threads = [threading.Thread(target=claim, args=(index,)) for index in range(len(stores))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    won = at_once(*(functools.partial(store.claim, listed, f"holder-{index}", T0, T0 + CLAIMED_FOR)
+                    for index, store in enumerate(stores)), timeout_s=30)
     winners = [claimed for claimed in won if claimed is not None]
     assert len(winners) == 1 and box.entry("job00001") == winners[0]
 
@@ -390,17 +380,8 @@ def test_two_sweeps_racing_over_a_due_entry_deliver_it_once(box):
         receiver.delay(1.0, times=2)  # slow to answer: the other sweep is listing while one sends
         sweeps = [Outbox(store, settings, lambda: T0) for store in (box.store, box.twin())]
         answers = [counts() for _ in sweeps]
-        start = threading.Barrier(len(sweeps))
-
-        def sweep(index: int) -> None:
-            start.wait()
-            sweeps[index].deliver_due(deadline=time.monotonic() + 20, counts=answers[index])
-
-        threads = [threading.Thread(target=sweep, args=(index,)) for index in range(len(sweeps))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        at_once(*(functools.partial(outbox.deliver_due, deadline=time.monotonic() + 20, counts=answer)
+                  for outbox, answer in zip(sweeps, answers)), timeout_s=30)
         assert receiver.deliveries == {notify.event_id("job00001", "succeeded"): 1}
         # each answer counts what that invocation delivered: one of them, once; the other skipped it
         assert sorted((answer.notified, answer.notify_failed) for answer in answers) == [(0, 0), (1, 0)]

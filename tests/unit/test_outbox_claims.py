@@ -6,6 +6,7 @@ around them: who sends, what is counted, and what is read.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import timedelta
@@ -20,7 +21,7 @@ from ice_upload_sync.notify import DELIVERED, Owed
 from ice_upload_sync.outbox import CLAIM_S, Outbox
 from ice_upload_sync.records import parse_time
 
-from tests.store_records import NOW, final, record
+from tests.store_records import NOW, at_once, final, record
 from tests.unit.memory_store import MemoryStore
 
 ANNOUNCED = ("succeeded", "failed", "expired")
@@ -61,17 +62,8 @@ def test_an_entry_left_behind_by_a_racing_writer_is_re_owed_and_sent_by_one_invo
     bus = SlowBus(latency_s=0.3)
     sweeps = [outbox_over(store, bus, minutes_after_now=20) for _ in range(2)]  # past the grace of a stale entry
     answers = [counts() for _ in sweeps]
-    start = threading.Barrier(len(sweeps))
-
-    def sweep(index: int) -> None:
-        start.wait()
-        sweeps[index].deliver_due(deadline=time.monotonic() + 10, counts=answers[index])
-
-    threads = [threading.Thread(target=sweep, args=(index,)) for index in range(len(sweeps))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    at_once(*(functools.partial(outbox.deliver_due, deadline=time.monotonic() + 10, counts=answer)
+              for outbox, answer in zip(sweeps, answers)), timeout_s=10)
     assert [event.type for event in bus.events] == ["ice.upload.failed"]
     assert sorted((answer.notified, answer.notify_failed) for answer in answers) == [(0, 0), (1, 0)]
     assert store.outbox == {}
