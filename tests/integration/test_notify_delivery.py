@@ -1,8 +1,8 @@
 """Completion events over loopback to a real receiver (tests/emulators/webhook_receiver.py), which
 verifies every request with the standardwebhooks package and parses the CloudEvent.
 
-``MemoryOutbox`` and ``Invocation`` below are the outbox's intended use in a few lines (what the
-stores and the sweep implement for real): a write that takes a record into an announced state
+``Invocation`` below, over the unit tests' ``MemoryStore``, is the outbox's intended use in a
+few lines (what the stores and the sweep implement for real): a write that takes a record into an announced state
 owes the event before the record is written; each invocation delivers what is due.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import pytest
 from ice_upload_sync import notify
@@ -27,6 +27,7 @@ from ice_upload_sync.records import JobRecord, format_time, merge
 
 from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.store_records import final, record
+from tests.unit.memory_store import MemoryStore
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 NEW_SECRET = "whsec_" + base64.b64encode(b"t" * 32).decode()
@@ -156,53 +157,12 @@ def test_logs_name_the_job_and_host_but_never_the_secret_signature_or_query(rece
 
 
 @dataclass
-class MemoryOutbox:
-    """The proposed store interface, in memory: one entry per job."""
-
-    entries: Dict[str, Owed] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def owe(self, entry: Owed) -> None:
-        with self.lock:
-            self.entries[entry.job_id] = entry
-
-    def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
-        with self.lock:
-            entries = sorted(self.entries.values(), key=lambda entry: entry.job_id)
-        return iter([entry for entry in entries if after is None or entry.job_id > after])
-
-    def _unchanged(self, entry: Owed) -> bool:
-        return entry.job_id in self.entries and self.entries[entry.job_id].claim_key == entry.claim_key
-
-    def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
-        with self.lock:
-            if not entry.claimable(now) or not self._unchanged(entry):
-                return None
-            self.entries[entry.job_id] = entry.claimed_for(holder, until)
-            return self.entries[entry.job_id]
-
-    def settle(self, entry: Owed) -> bool:
-        with self.lock:
-            if self._unchanged(entry):
-                del self.entries[entry.job_id]
-                return True
-            return False
-
-    def reschedule(self, entry: Owed) -> bool:
-        with self.lock:
-            if self._unchanged(entry):
-                self.entries[entry.job_id] = entry.released()
-                return True
-            return False
-
-
-@dataclass
 class Invocation:
     """What a store's ``save`` and the sweep do with the outbox, in the order they must."""
 
     settings: Settings
     records: Dict[str, JobRecord] = field(default_factory=dict)
-    outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
+    store: MemoryStore = field(default_factory=MemoryStore)  # only its outbox is used
     now: datetime = T0
     counts: Dict[str, int] = field(default_factory=lambda: {"notified": 0, "notify_failed": 0})
 
@@ -211,30 +171,30 @@ class Invocation:
         outcome = merge(stored, replace(fresh, updated_at=format_time(self.now)))
         if outcome.changed:
             if notify.owes_notification(stored, outcome.record, self.settings.notify_states):
-                self.outbox.owe(Owed.for_record(outcome.record, format_time(self.now)))  # before the record
+                self.store.owe(Owed.for_record(outcome.record, format_time(self.now)))  # before the record
             self.records[fresh.job_id] = outcome.record
 
     def deliver_due(self, budget_s: float = 5.0) -> None:
         deadline = time.monotonic() + budget_s
-        for entry in self.outbox.owed():
+        for entry in self.store.owed():
             current = self.records.get(entry.job_id)
             status = notify.entry_status(entry, current, self.now, states=self.settings.notify_states)
             if status == notify.DROP:
-                self.outbox.settle(entry)
+                self.store.settle(entry)
             elif status == notify.REOWE:
-                self.outbox.owe(Owed.for_record(current, format_time(self.now)))
+                self.store.owe(Owed.for_record(current, format_time(self.now)))
             if status != notify.DELIVER:
                 continue
-            claimed = self.outbox.claim(entry, "holder", self.now, self.now + timedelta(minutes=1))  # before sending
+            claimed = self.store.claim(entry, "holder", self.now, self.now + timedelta(minutes=1))  # before sending
             if claimed is None:
                 continue
             progress = notify.attempt(claimed, self.records[entry.job_id], region="cn-shanghai",
                                       endpoints=self.settings.notify_endpoints, secrets=self.settings.notify_secrets,
                                       deadline=deadline, now=self.now, max_age=MAX_AGE, timeout_s=2)
             if progress.settled:
-                self.outbox.settle(claimed)
+                self.store.settle(claimed)
             else:
-                self.outbox.reschedule(progress.entry)
+                self.store.reschedule(progress.entry)
             self.counts["notified"] += len(progress.delivered)
             self.counts["notify_failed"] += len(progress.given_up) + len(progress.failed)
 
@@ -252,7 +212,7 @@ def test_final_states_are_announced_once(receiver):
     for _ in range(3):
         run.later(30).deliver_due()
     assert sorted(event["type"] for event in receiver.events.values()) == ["ice.upload.failed", "ice.upload.succeeded"]
-    assert set(receiver.deliveries.values()) == {1} and run.outbox.entries == {}
+    assert set(receiver.deliveries.values()) == {1} and run.store.outbox == {}
     assert run.counts == {"notified": 2, "notify_failed": 0}
 
 
@@ -285,11 +245,11 @@ def test_a_receiver_down_for_several_invocations_gets_the_event_when_back(receiv
     for _ in range(4):  # invocations every 20 minutes; backoff 1, 2, 4, 8 minutes
         run.deliver_due()
         run.later(20)
-    entry = run.outbox.entries["job1"]
+    entry = run.store.outbox["job1"]
     assert entry.tries == 4 and "connection refused" in entry.last_error
     receiver.come_back()
     run.deliver_due()
-    assert receiver.deliveries == {notify.event_id("job1", "succeeded"): 1} and run.outbox.entries == {}
+    assert receiver.deliveries == {notify.event_id("job1", "succeeded"): 1} and run.store.outbox == {}
     assert run.counts == {"notified": 1, "notify_failed": 4}
 
 
@@ -302,7 +262,7 @@ def test_a_receiver_answering_400_is_given_up_after_three_tries(receiver, caplog
             run.deliver_due()
             run.later(30)
     assert [request.status for request in receiver.requests] == [400, 400, 400]
-    assert run.outbox.entries == {} and run.counts == {"notified": 0, "notify_failed": 3}
+    assert run.store.outbox == {} and run.counts == {"notified": 0, "notify_failed": 3}
     assert "job1" in caplog.text and "given up after 3 tries" in caplog.text
 
 
@@ -312,11 +272,11 @@ def test_only_the_endpoints_still_owed_are_sent_again():
         run = Invocation(settings_for(up.url, down.url))
         run.save(final("job1"))
         run.deliver_due()
-        assert run.outbox.entries["job1"].endpoints_done == (NotifyEndpoint(up.url).key,)
+        assert run.store.outbox["job1"].endpoints_done == (NotifyEndpoint(up.url).key,)
         down.come_back()
         run.later(5).deliver_due()
         assert up.deliveries == down.deliveries == {notify.event_id("job1", "succeeded"): 1}
-        assert run.outbox.entries == {}
+        assert run.store.outbox == {}
 
 
 def test_a_newer_state_replaces_what_was_owed(receiver):
@@ -333,7 +293,7 @@ def test_a_newer_state_replaces_what_was_owed(receiver):
 def test_an_entry_left_behind_by_a_racing_writer_is_owed_again_for_the_winning_state(receiver):
     run = Invocation(settings_for(receiver.url))
     run.save(replace(final("job1", completed_at="2026-11-25T05:00:00Z"), state="failed", error_code="X"))
-    run.outbox.owe(Owed.for_record(final("job1"), format_time(run.now)))  # the loser's entry, written last
+    run.store.owe(Owed.for_record(final("job1"), format_time(run.now)))  # the loser's entry, written last
     run.deliver_due()
     assert receiver.requests == []  # within the grace: the entry's record may still be on its way
     run.later(20).deliver_due()  # re-owed for the record's state
