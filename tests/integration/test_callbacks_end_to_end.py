@@ -84,6 +84,7 @@ def test_a_cold_callback_is_answered_at_once_and_recorded_within_seconds_by_its_
     record = _record(deployment, JOB)
     assert (record["state"], record["media_id"], record["file_size"]) == ("succeeded", "m-cold", 2048)
     assert took < RECORD_WITHIN_S, f"{took:.2f} s from ICE's first attempt to the record"
+    deployment.wait_idle()  # the record is written before its run is logged as done
     kinds = [(i.kind, i.cold) for i in deployment.invocations]
     assert kinds[0] == ("http", True) and [k for k, _ in kinds].count("http-async") == 1, kinds
     assert "timer" not in [k for k, _ in kinds]
@@ -110,6 +111,7 @@ def test_every_callback_is_handed_back_at_most_once(deployment, ice):
     for job_id in (JOB, OTHER):
         ice.wait_for_callback(job_id, timeout_s=20)
         assert _recorded_final(deployment, job_id, timeout_s=30) is not None
+    deployment.wait_idle()  # a record is written before its run is logged as done
     callbacks = [i for i in deployment.invocations if i.kind == "http"]
     handed = [i for i in deployment.invocations if i.kind == "http-async"]
     handed_back = sum(json.loads(i.value()["body"]).get("handed_back") is True for i in callbacks)
@@ -127,4 +129,5 @@ def test_a_hand_back_fc_refuses_ends_in_the_record_after_the_next_sweep(deployme
     assert body["handed_back"] is False and body["deferred"] == [JOB] and _record(deployment, JOB) is None
     sweep = deployment.wait_for(deployment.fire_timer("sweep"), timeout_s=60)
     assert sweep.status == 200 and _record(deployment, JOB)["state"] == "succeeded"
+    deployment.wait_idle()
     assert "http-async" not in [i.kind for i in deployment.invocations]
