@@ -46,3 +46,26 @@ def test_the_notify_benchmark_delivers_the_whole_backlog_to_each_target(capsys):
     assert [row["targets"] for row in rows] == ["webhook", "eventbridge", "both"]
     assert [row["notified"] for row in rows] == [5, 5, 10]
     assert all(row["complete"] and row["notify_failed"] == 0 and row["cpu_s"] > 0 for row in rows)
+
+
+def test_the_callback_benchmark_records_cold_and_warm_callbacks_with_the_hand_back_on_and_off(capsys):
+    from tests.bench import bench_callbacks
+
+    assert bench_callbacks.main(["--callbacks", "2", "--within-share", "0.5", "--idle-s", "0.4",
+                                 "--sweep-every-s", "1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [row["mode"] for row in rows] == ["on", "off"]
+    for row in rows:
+        ice = row["ice"]
+        assert row["callbacks"] == 2 and row["planned"] == {"first": 1, "within": 1, "beyond": 0}, row["mode"]
+        assert (ice["first_attempt_ok"], ice["retried"], ice["dropped"]) == (2, 0, 0), ice
+        assert row["cold"] >= 1 and row["cold"] + row["warm"] == 2 and sum(row["paths"].values()) == 2, row
+        assert row["never_recorded"] == 0 and row["record_s"]["n"] == 2, row
+        assert row["instances"] >= 1 and row["cpu_total_s"] > 0 and row["function_errors"] == 0, row
+        assert row["at_vcpu_per_callback_s"] == round(row["cpu_total_s"] / 0.25 / 2, 3), row
+    on, off = rows
+    assert on["paths"]["handed back"] >= 1 and on["handback_runs"] >= on["paths"]["handed back"], on
+    assert on["record_s"]["max"] < 5.0, on  # the bound, on a cold instance through the hand-back
+    assert off["paths"]["handed back"] == off["handback_runs"] == 0 and off["paths"]["left to the sweep"] >= 1, off
+    assert off["recorded_by"].get("sweep", 0) >= 1 and off["computed_template_record_s"]["mean"] == 150, off
+    assert "| on |" in bench_callbacks.table(rows) and all(bench_callbacks.describe(row) for row in rows)
