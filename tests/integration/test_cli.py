@@ -394,6 +394,16 @@ def test_check_sweep_and_replay_exit_1_when_ice_refuses_our_credentials(seeded, 
         assert "SignatureDoesNotMatch" in err and "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in err, err
 
 
+def test_check_and_sweep_exit_1_when_the_region_is_misspelled(seeded, fc, capsys):
+    fc.store.track(Tracking(JOB["pending"], "2026-12-01T00:00:00Z", "direct"))
+    fc.monkeypatch.setenv("ICE_ENDPOINT", "https://ice.cn-shanghia.invalid")  # RFC 2606: never resolves
+    for argv in (["check", JOB["succeeded"]], ["sweep"]):
+        code, text = run(*argv)
+        err = capsys.readouterr().err
+        assert code == 1, (argv, text, err)
+        assert "does not resolve" in err and "ICE_REGION" in err, err
+
+
 def test_check_exits_1_when_ice_throttles_past_the_deadline_or_is_not_there(seeded, fc, capsys):
     seeded.throttle_next(100)
     code, text = run("check", JOB["succeeded"])
