@@ -25,7 +25,6 @@ from ice_upload_sync.errors import (
     IceRefused,
     MessagesRefused,
     MethodNotAllowed,
-    PayloadTooLarge,
     SyncIncomplete,
     Unauthorized,
 )
@@ -141,9 +140,8 @@ def _http_callback(app: App, request: HttpCallback, context: Any, started: float
         _log({"event": "callback_refused", "reason": str(exc)}, context, started, logging.WARNING)
         return _http_answer(401, {"error": str(exc)})
     except BadRequest as exc:
-        status = 405 if isinstance(exc, MethodNotAllowed) else 413 if isinstance(exc, PayloadTooLarge) else 400
         _log({"event": "bad_request", "error": str(exc)}, context, started, logging.WARNING)
-        return _http_answer(status, {"error": str(exc)})
+        return _http_answer(exc.http_status, {"error": str(exc)})
     authenticated = bool(app.settings.callback_auth_keys)
     if authenticated and handback.is_handed_back(request):
         # Our own hand-back, which FC runs asynchronously: nobody waits for this answer, so the

@@ -7,15 +7,21 @@ class IceUploadSyncError(Exception):
 
 
 class BadRequest(IceUploadSyncError, ValueError):
-    """The event cannot be understood; nothing was written (HTTP: 400)."""
+    """The event cannot be understood; nothing was written (HTTP: ``http_status``)."""
+
+    http_status = 400
 
 
 class MethodNotAllowed(BadRequest):
     """The HTTP trigger was called with a method other than POST (HTTP: 405)."""
 
+    http_status = 405
+
 
 class PayloadTooLarge(BadRequest):
     """A callback body or queue message is larger than any ICE callback (HTTP: 413)."""
+
+    http_status = 413
 
 
 class Unauthorized(IceUploadSyncError):
@@ -79,7 +85,7 @@ class MessagesRefused(SyncIncomplete):
 
 
 class IceRefused(SyncIncomplete):
-    """ICE refused our lookups for a reason that will not pass by itself (CONTRACT section 6).
+    """ICE refused our lookups for a reason that will not pass by itself (contract section 6).
 
     Raised at the end of a timer or direct invocation, after everything else was recorded, so
     FC counts an error, alarms fire and the failure destination sees it; the jobs stay tracked.

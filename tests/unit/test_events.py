@@ -401,3 +401,9 @@ def test_any_bytes_either_parse_or_are_refused_as_bad_request(raw):
 def test_valid_job_ids_round_trip(job_ids):
     request = parse_event({"JobIds": job_ids})
     assert request.job_ids == tuple(dict.fromkeys(job_ids))
+
+
+def test_each_kind_of_bad_request_carries_its_http_status():
+    from ice_upload_sync.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+
+    assert (BadRequest.http_status, MethodNotAllowed.http_status, PayloadTooLarge.http_status) == (400, 405, 413)
