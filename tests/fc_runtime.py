@@ -1,4 +1,4 @@
-"""FC's Python runtime as CONTRACT section 1a describes it: one instance, one process, our conventions not assumed.
+"""FC's Python runtime as contract section 1a describes it: one instance, one process, our conventions not assumed.
 
 Written by us from what the runtime and its documentation say it does (we do not have its
 code), so that the suite runs the function the way FC runs it:

@@ -234,7 +234,7 @@ def _forget_the_shells_function_variables() -> List[str]:
 
 def _job_ids_in(records: Path) -> Set[str]:
     """Job IDs with a record or a marker in a file store folder: ``jobs/<job_id>.json`` and any file
-    under ``pending/`` whose name is the job ID (CONTRACT section 5); hidden files are temporary ones."""
+    under ``pending/`` whose name is the job ID (contract section 5); hidden files are temporary ones."""
     found: Set[str] = set()
     jobs = records / "jobs"
     if jobs.is_dir():

@@ -1,4 +1,4 @@
-"""The operator's command line (CONTRACT section 10): ``python -m ice_upload_sync <command>``.
+"""The operator's command line (contract section 10): ``python -m ice_upload_sync <command>``.
 
 Configured by the same environment variables as the function (``RECORD_STORE``, ``ICE_*``,
 ``ALIBABA_CLOUD_*``, ...), on every store. Tables fit a 100-column terminal (job IDs are never

@@ -1,4 +1,4 @@
-"""The hand-back (CONTRACT section 2): a cold instance passes ICE's callback back to its own HTTP trigger.
+"""The hand-back (contract section 2): a cold instance passes ICE's callback back to its own HTTP trigger.
 
 ICE counts an HTTP callback as delivered only on a 200 within 3 seconds, a cold start
 included; importing the ICE SDK alone takes longer than that at the template's 0.25 vCPU. So

@@ -388,7 +388,7 @@ class Owed:
     the ``key`` of every target that needs nothing more (it answered 2xx, or was given up): a
     retry goes only to the others.
 
-    The claim (CONTRACT section 9: an invocation claims an entry before it sends it):
+    The claim (contract section 9: an invocation claims an entry before it sends it):
     ``claimed_until`` is when the claim of ``claimed_by`` (a token the claiming invocation
     drew) expires, "" when the entry is not claimed; a released entry keeps its last
     ``claimed_by``. Stores replace an entry only if it still has the ``claim_key`` the writer

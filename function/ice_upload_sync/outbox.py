@@ -1,4 +1,4 @@
-"""Completion events delivered from the store's outbox (CONTRACT section 9): at least once, never twice after a 2xx.
+"""Completion events delivered from the store's outbox (contract section 9): at least once, never twice after a 2xx.
 
 A store that writes a record into a state of ``NOTIFY_STATES`` first writes an outbox entry
 for it (``notify.Owed``), in the same save, before the record: a crash between the two leaves

@@ -88,7 +88,7 @@ class Summary:
     refused_count: int = 0
     # every failed key, not only the listed hundred: the run's end asks which are still tracked
     failed_ids: List[str] = field(default_factory=list, repr=False)
-    # completion events (CONTRACT 9): endpoints that answered 2xx, and those not delivered to this time
+    # completion events (contract section 9): endpoints that answered 2xx, and those not delivered to this time
     notified: int = 0
     notify_failed: int = 0
     # records this invocation took into an announced state (the store owes their events), to try at

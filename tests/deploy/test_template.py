@@ -15,7 +15,7 @@ import pytest
 from tests.deploy import template_check as tc
 
 TEMPLATE = tc.REPO / "template.yml"
-CONTRACT_VARIABLES = {  # CONTRACT section 3, less the credentials FC provides itself
+CONTRACT_VARIABLES = {  # contract section 3, less the credentials FC provides itself
     "ICE_REGION", "ICE_ENDPOINT", "RECORD_STORE", "OSS_ENDPOINT", "TABLESTORE_ENDPOINT", "CALLBACK_AUTH_KEY",
     "CALLBACK_URL", "CALLBACK_MAX_SKEW_S", "MAX_TRACK_AGE_HOURS", "ICE_MAX_QPS", "ICE_CONCURRENCY",
     "NOTIFY_URL", "NOTIFY_SECRET", "NOTIFY_STATES", "NOTIFY_EVENTBRIDGE",

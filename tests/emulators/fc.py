@@ -6,7 +6,7 @@ by hand. Each instance is a fresh interpreter running the function through ``tes
 source tree ``function/``, or a packaged directory with its vendored folder.
 
 - **HTTP trigger**, any method and any path. Each request becomes FC3's HTTP-trigger event
-  (CONTRACT section 2): ``version``; ``rawPath`` (the path as sent, without the query); ``headers``
+  (contract section 2): ``version``; ``rawPath`` (the path as sent, without the query); ``headers``
   (names canonicalized as FC does, ``x-ice-signature`` -> ``X-Ice-Signature``, repeated values joined
   with commas); ``queryParameters`` (likewise); ``body``, text for a textual ``Content-Type``
   (``text/*``, JSON, XML, JavaScript, form data), otherwise base64 with ``isBase64Encoded`` true (FC:
@@ -29,7 +29,7 @@ source tree ``function/``, or a packaged directory with its vendored folder.
   shaped like FC's message (``timestamp``, ``requestContext`` {``requestId``, ``functionArn``,
   ``condition``, ``approximateInvokeCount``}, ``requestPayload``, ``responseContext``
   {``statusCode``, ``functionError``}, ``responsePayload``), which ``ice-upload-sync replay`` reads.
-  Returning normally is success, whatever the ``statusCode`` (CONTRACT section 7).
+  Returning normally is success, whatever the ``statusCode`` (contract section 7).
 - **Timers**: :meth:`FcFrontEnd.fire_timer` fires ``{"triggerTime", "triggerName", "payload"}`` now
   (an asynchronous invocation, as FC's timers are), :meth:`FcFrontEnd.start_timer` every N seconds.
 - **Direct invocations**: :meth:`FcFrontEnd.invoke` (synchronous, any event), :meth:`FcFrontEnd.invoke_async`.
@@ -85,7 +85,7 @@ BUSY, IDLE, RECLAIMED, DIED, STOPPED = "busy", "idle", "reclaimed", "died", "sto
 
 FUNCTION_ERROR = "UnhandledInvocationError"  # X-Fc-Error-Type of a function error; FC's own refusals: FcCommonError
 MAX_SYNC_BODY = 32 * 1024 * 1024  # FC's limit for a synchronous invocation's request
-MAX_ASYNC_BODY = 128 * 1024  # ... and for an asynchronous one (CONTRACT section 7)
+MAX_ASYNC_BODY = 128 * 1024  # ... and for an asynchronous one (contract section 7)
 MAX_RETRY_ATTEMPTS = 8  # maxAsyncRetryAttempts is 0-8
 MAX_BACKOFF_S = 30.0
 LOG_TAIL = 64 * 1024  # what is kept of an instance's stderr, per invocation and per instance

@@ -13,7 +13,7 @@ It also calls back like ICE. With a callback setting (:meth:`IceEmulator.set_cal
 the AuthKey, ICE's one setting per region), a job finished on command (:meth:`IceEmulator.finish_job`) or on
 a schedule (:meth:`IceEmulator.finish_job_in`, or ``auto_finish_s`` for jobs that ``UploadMediaByURL``
 creates) is POSTed to that URL as ICE's ``UploadByURLComplete`` message, signed with ``X-ICE-TIMESTAMP`` and
-``X-ICE-SIGNATURE``, from background threads. ICE's delivery rule (CONTRACT section 7): only a 200 within
+``X-ICE-SIGNATURE``, from background threads. ICE's delivery rule (contract section 7): only a 200 within
 3 s counts; anything else (a timeout, another status, a refused connection) is retried twice, 1 s apart,
 then dropped. Every attempt is logged in :attr:`IceEmulator.callback_attempts`; a delivery's fate is in
 :attr:`IceEmulator.callback_deliveries` and :meth:`IceEmulator.wait_for_callback` waits for it.

@@ -516,7 +516,7 @@ def gaps(attempts: Sequence[Any]) -> List[float]:
 
 
 def test_the_signature_is_ices_md5_with_the_contracts_worked_example():
-    # CONTRACT section 7: the documentation's own example hash is wrong; this one is right
+    # contract section 7: the documentation's own example hash is wrong; this one is right
     assert ice_signature("https://www.example.com/your/callback", "1519375990", "Test123") == \
         "c587b80d2d0ede300e8967937da7219b"
     assert ice_signature("u", "1", "k") == hashlib.md5(b"u|1|k").hexdigest()

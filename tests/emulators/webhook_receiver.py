@@ -14,7 +14,7 @@ included, with the status it was answered). It can be told to misbehave:
 Answers: 204 for an accepted event, 401 when verification fails (missing headers, a wrong
 secret, a timestamp more than 5 minutes off), 415 for another Content-Type, 400 for a body that
 is not a CloudEvent whose id is the ``webhook-id``. The handler sets ``disable_nagle_algorithm``
-(see CONTRACT section 7: otherwise every answer waits for a delayed ACK).
+(see contract section 7: otherwise every answer waits for a delayed ACK).
 
 Run it on its own to watch a local function's events::
 

@@ -1,4 +1,4 @@
-"""ICE's callbacks, end to end, as a deployment meets them (issue 19, CONTRACT section 2).
+"""ICE's callbacks, end to end, as a deployment meets them (issue 19, contract section 2).
 
 The ICE emulator finishes an upload and calls back like ICE (a 200 within 3 s, else two retries
 1 s apart); the local FC front end (tests/emulators/fc.py) serves the HTTP trigger with a pool of

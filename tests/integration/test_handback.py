@@ -1,4 +1,4 @@
-"""The hand-back (CONTRACT section 2): a cold instance tracks a signed callback, hands the same
+"""The hand-back (contract section 2): a cold instance tracks a signed callback, hands the same
 request back to its own HTTP trigger as an asynchronous invocation, and answers ICE 200; the
 asynchronous run looks the job up with the function's time and is never handed back again.
 

@@ -1,4 +1,4 @@
-"""`expired` is our verdict, not ICE's: a later answer from ICE replaces it (CONTRACT 2 and 4).
+"""`expired` is our verdict, not ICE's: a later answer from ICE replaces it (contract sections 2 and 4).
 
 A job recorded `expired` (in flight past MAX_TRACK_AGE_HOURS, or unknown to ICE past
 UNKNOWN_JOB_GRACE_MINUTES) that ICE later finishes must get its real record, whoever brings

@@ -1,4 +1,4 @@
-"""A dead integration never looks healthy (CONTRACT 6): ICE refusing us for a reason that will not
+"""A dead integration never looks healthy (contract section 6): ICE refusing us for a reason that will not
 pass by itself makes the invocation fail, after everything else is recorded, with an error that
 names what to fix; trouble that passes by itself (throttling, 5xx) is still deferred quietly.
 

@@ -1,4 +1,4 @@
-"""The outbox claims each event before sending it (CONTRACT section 9), seen through the in-memory store.
+"""The outbox claims each event before sending it (contract section 9), seen through the in-memory store.
 
 The stores' own claims (the compare-and-set on the file store, OSS and Tablestore) are tested
 against their servers in tests/integration/test_store_outbox.py; here, what the outbox does

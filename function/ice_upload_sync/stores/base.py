@@ -176,7 +176,7 @@ class RecordStore(Protocol):
         """
         return {}
 
-    # -- the outbox of completion events (CONTRACT section 9; outbox.py delivers) ---------
+    # -- the outbox of completion events (contract section 9; outbox.py delivers) ---------
     #
     # ``notify_states`` (set by ``open_store`` from NOTIFY_STATES when NOTIFY_URL is set; empty:
     # no notifications) tells ``save`` / ``save_many`` which states are announced. When a save
@@ -186,7 +186,7 @@ class RecordStore(Protocol):
     # ``owed=True``. One entry per job: a later announced state replaces it. Entries of final
     # jobs stay after their marker goes: sweeps list the outbox on its own.
     #
-    # Sending is claimed (CONTRACT section 9): an invocation ``claim``s an entry before it sends
+    # Sending is claimed (contract section 9): an invocation ``claim``s an entry before it sends
     # it, and only the holder ``settle``s or ``reschedule``s it. ``claim``, ``settle`` and
     # ``reschedule`` are compare-and-sets: each writes only if the job's entry still has the
     # ``Owed.claim_key`` (event, holder, expiry) of the entry it is given, atomically with the
