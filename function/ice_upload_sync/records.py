@@ -23,6 +23,12 @@ STATES = ("pending", "processing", "succeeded", "failed", "not_found", "expired"
 FINAL_STATES = frozenset({"succeeded", "failed", "expired"})
 SOURCES = ("callback", "timer", "direct")
 
+# Bump when ``normalize`` makes something else of the same answer (this status mapping above all):
+# every stored answer digest then stops matching, and each job is normalized (and rewritten if it
+# changed) once more. Without the bump, a sweep's fast path keeps the old states on stored open
+# records. tests/unit/test_records.py pins what this version makes and fails when that changes.
+NORMALIZATION_VERSION = 1
+
 _SUCCESS_WORDS = frozenset({"success", "upload_success", "normal", "uploadsucc"})
 _KNOWN_IN_FLIGHT_WORDS = frozenset(
     {"processing", "downloading", "download_success", "uploading", "transcoding"}
@@ -72,10 +78,6 @@ _API_FIELDS = ("UploadURL", "MediaId", "Status", "CreationTime", "CompleteTime",
 def _api_text(value: Any) -> Optional[str]:
     return value if value is None or type(value) is str else str(value)
 
-
-# Bump when ``normalize`` makes something else of the same answer: every stored digest then
-# stops matching, and each job is normalized (and rewritten if it changed) once more.
-NORMALIZATION_VERSION = 1
 
 
 def answer_digest(info: UploadInfo) -> str:

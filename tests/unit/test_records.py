@@ -338,3 +338,35 @@ def test_a_stored_record_of_every_state_reads_back():
         record = JobRecord(job_id="j1", state=state, source="timer", ice_request_id="r", first_seen_at="t",
                            updated_at="t", file_size=0)
         assert JobRecord.from_dict(record.to_dict()) == record
+
+
+# What NORMALIZATION_VERSION makes of a fixed set of answers: the status words ICE and VOD use (and
+# one nobody does), and the seeded sample jobs with the reference's quirks. A change of the mapping
+# or of the normalizers changes the fingerprint: bump NORMALIZATION_VERSION (so stored digests stop
+# vouching for records the old rules made) and add the new version's fingerprint here.
+NORMALIZED_BY_VERSION = {1: "f4ec25c5db9b9d85128dd4a920e592bb2a224dd2da03fc8f0d4dc82ce9654807"}
+PROBE_STATUSES = ("Normal", "SUCCESS", "Success", "UPLOAD_SUCCESS", "UploadSucc", "FAIL", "Failed", "UPLOAD_FAIL",
+                  "DOWNLOAD_FAIL", "PENDING", "PROCESSING", "DOWNLOADING", "DOWNLOAD_SUCCESS", "UPLOADING",
+                  "TRANSCODING", "transcoding_queued", "", None)
+
+
+def _normalization_fingerprint() -> str:
+    import hashlib
+
+    from tests.scenario import seed_jobs
+
+    fixed = datetime(2026, 11, 25, 3, 0, 0, tzinfo=timezone.utc)
+    states = [map_status(status) for status in PROBE_STATUSES]
+    records = [normalize(UploadInfo.from_api(job), source="timer", request_id="r", now="2026-11-25T03:00:00Z").to_dict()
+               for job in seed_jobs(now=fixed)]
+    return hashlib.sha256(json.dumps([states, records], sort_keys=True).encode()).hexdigest()
+
+
+def test_a_change_of_what_normalization_makes_comes_with_a_new_normalization_version():
+    from ice_upload_sync.records import NORMALIZATION_VERSION
+
+    fingerprint = _normalization_fingerprint()
+    assert NORMALIZED_BY_VERSION.get(NORMALIZATION_VERSION) == fingerprint, (
+        f"normalize now makes something else of the same answers: bump NORMALIZATION_VERSION in records.py "
+        f"and pin {NORMALIZATION_VERSION + 1}: {fingerprint!r} here (or, if it is version "
+        f"{NORMALIZATION_VERSION} being written for the first time, pin {NORMALIZATION_VERSION}: {fingerprint!r})")
