@@ -47,6 +47,22 @@ class Tracked(enum.Enum):
         return self is Tracked.CREATED
 
 
+Unreadable = Callable[[str, StoreError], None]  # ``RecordStore.records``' callback for a record it skips
+
+
+def read_or_skip(read: Callable[[], Optional[JobRecord]], job_id: str,
+                 unreadable: Optional[Unreadable]) -> Optional[JobRecord]:
+    """``read()`` for ``records``: a ``StoreError`` is raised, or, with ``unreadable``, handed to it
+    (the job ID, the error) and None returned, so that one bad record never hides the others."""
+    try:
+        return read()
+    except StoreError as exc:
+        if unreadable is None:
+            raise
+        unreadable(job_id, exc)
+        return None
+
+
 def endpoint_override(variable: str, value: str) -> str:
     """``host[:port]`` (HTTPS) or ``http(s)://host[:port]`` from ``OSS_ENDPOINT`` / ``TABLESTORE_ENDPOINT``."""
     text = value if "://" in value else "https://" + value
@@ -136,7 +152,7 @@ class RecordStore(Protocol):
         """
 
     def records(self, after: Optional[str] = None, *,
-                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
+                unreadable: Optional[Unreadable] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order (after ``after``), streamed a page at a time.
 
         For the operator's command line (``list``, ``stats``); the function's own paths never

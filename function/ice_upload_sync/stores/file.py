@@ -27,6 +27,7 @@ nothing. ``claim``, ``settle`` and ``reschedule`` compare the entry's event and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -35,12 +36,12 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import StoreError
 from ..notify import BadOutboxEntry, Owed, owes_notification
 from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json, settled_by_ice
-from .base import Tracked, Tracking
+from .base import Tracked, Tracking, Unreadable, read_or_skip
 
 try:  # POSIX (FC, Linux, macOS); elsewhere the thread locks still hold within one process
     import fcntl
@@ -589,7 +590,7 @@ class FileStore:
         yield from names
 
     def records(self, after: Optional[str] = None, *,
-                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
+                unreadable: Optional[Unreadable] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order, read one at a time (the operator's command line).
 
         A record that cannot be read or parsed raises ``StoreError``; with ``unreadable``, it is
@@ -604,13 +605,7 @@ class FileStore:
             raise StoreError(f"file store {self.root}: cannot list records: {exc.strerror}") from None
         for job_id in names:
             if after is None or job_id > after:
-                try:
-                    record = self.load(job_id)
-                except StoreError as exc:
-                    if unreadable is None:
-                        raise
-                    unreadable(job_id, exc)
-                    continue
+                record = read_or_skip(functools.partial(self.load, job_id), job_id, unreadable)
                 if record is not None:
                     yield record
 

@@ -24,6 +24,7 @@ and before the record (and its marker), so a crash never leaves a record that ow
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -43,7 +44,7 @@ from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..notify import BadOutboxEntry, Owed, owes_notification
 from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json, settled_by_ice
-from .base import ClientCache, Tracked, Tracking, endpoint_override, in_fc_region
+from .base import ClientCache, Tracked, Tracking, Unreadable, endpoint_override, in_fc_region, read_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ class OssStore:
         yield from self._names(self._marker_key(""), self._marker_key(after) if after else "", "list pending jobs")
 
     def records(self, after: Optional[str] = None, *,
-                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
+                unreadable: Optional[Unreadable] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order, a listing page (and one GET a record) at a time.
 
         For the operator's command line, not the function's path: nothing is loaded ahead. A
@@ -273,13 +274,8 @@ class OssStore:
         folder = self._record_key("")[:-len(".json")]
         for name in self._names(folder, self._record_key(after) if after else "", "list records"):
             if name.endswith(".json"):
-                try:
-                    record = self.load(name[:-len(".json")])
-                except StoreError as exc:
-                    if unreadable is None:
-                        raise
-                    unreadable(name[:-len(".json")], exc)
-                    continue
+                job_id = name[:-len(".json")]
+                record = read_or_skip(functools.partial(self.load, job_id), job_id, unreadable)
                 if record is not None:
                     yield record
 

@@ -33,6 +33,7 @@ parameter invalid) is written in halves until that row fails alone.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -40,7 +41,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import tablestore as ots
 import urllib3
@@ -58,7 +59,7 @@ from ..records import (
     merge,
     settled_by_ice,
 )
-from .base import ClientCache, Tracked, Tracking, endpoint_override, in_fc_region
+from .base import ClientCache, Tracked, Tracking, Unreadable, endpoint_override, in_fc_region, read_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +323,10 @@ class TablestoreStore:
         row = self._get_row(self.table, job_id, f"read the record of job {job_id}")
         if row is None or not row.attribute_columns:
             return None
-        return self._parse_record(job_id, row.attribute_columns)[0]
+        return self._record(job_id, row.attribute_columns)
+
+    def _record(self, job_id: str, columns: Any) -> JobRecord:
+        return self._parse_record(job_id, columns)[0]
 
     def _parse_record(self, job_id: str, columns: Any) -> Tuple[JobRecord, int]:
         try:
@@ -745,7 +749,7 @@ class TablestoreStore:
             start = next_start[0][1] if next_start else None
 
     def records(self, after: Optional[str] = None, *,
-                unreadable: Optional[Callable[[str, StoreError], None]] = None) -> Iterator[JobRecord]:
+                unreadable: Optional[Unreadable] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order, one GetRange page at a time (the operator's command line).
 
         A row that does not parse as a record raises ``StoreError``; with ``unreadable``, it is
@@ -758,14 +762,10 @@ class TablestoreStore:
             for row in rows:
                 if row.attribute_columns:
                     job_id = row.primary_key[0][1]
-                    try:
-                        record = self._parse_record(job_id, row.attribute_columns)[0]
-                    except StoreError as exc:
-                        if unreadable is None:
-                            raise
-                        unreadable(job_id, exc)
-                        continue
-                    yield record
+                    record = read_or_skip(functools.partial(self._record, job_id, row.attribute_columns), job_id,
+                                          unreadable)
+                    if record is not None:
+                        yield record
             start = next_start[0][1] if next_start else None
 
     def load_cursor(self, name: str) -> Optional[str]:
