@@ -112,9 +112,8 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     counts: Dict[str, int] = dict.fromkeys(STATES, 0)
     first_seen: Dict[str, Optional[datetime]] = {}
     for record in store.records(unreadable=unreadable):
-        state = record.state if isinstance(record.state, str) else json.dumps(record.state)  # edited by hand
-        counts[state] = counts.get(state, 0) + 1
-        if state not in FINAL_STATES:
+        counts[record.state] += 1  # one of STATES: JobRecord.from_dict refuses any other
+        if record.state not in FINAL_STATES:
             first_seen[record.job_id] = _moment(record.first_seen_at)
     # The backlog: every job tracked and not final (what a sweep looks up), with or without a record.
     backlog = list(store.pending_job_ids())

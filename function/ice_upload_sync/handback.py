@@ -21,7 +21,6 @@ SDK, whose import is what the hand-back avoids.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -29,8 +28,6 @@ from urllib.parse import urlsplit
 
 from .config import is_loopback
 from .events import HttpCallback
-
-logger = logging.getLogger(__name__)
 
 HEADER = "x-ice-upload-sync-handback"  # "1" on a request this function handed back to itself
 TIMEOUT_S = 1.0  # at most this long for FC's 202 (less when the callback's deadline is nearer)

@@ -144,10 +144,10 @@ class BoundedRetryPolicy(DefaultRetryPolicy):
 # ---------------------------------------------------------------- rows <-> records
 
 
-def record_columns(record: JobRecord, revision: int, stamp_ms: Optional[int] = None) -> List[Tuple[str, Any, int]]:
-    """The row of a record, sealed (``row_sealed``): every cell carries ``stamp_ms`` (now) as its
-    version. Raises ``UnencodableRecord`` for one that is not strict JSON in UTF-8, before any
-    request: the SDK would fail the whole BatchWriteRow on it."""
+def record_columns(record: JobRecord, revision: int) -> List[Tuple[str, Any, int]]:
+    """The row of a record, sealed (``row_sealed``): every cell carries one version, the time of
+    writing in milliseconds. Raises ``UnencodableRecord`` for one that is not strict JSON in
+    UTF-8, before any request: the SDK would fail the whole BatchWriteRow on it."""
     data = record.to_dict()
     columns: List[Tuple[str, Any]] = []
     for name in RECORD_FIELDS:
@@ -171,7 +171,7 @@ def record_columns(record: JobRecord, revision: int, stamp_ms: Optional[int] = N
     if record.answer_digest is not None and not record.final:
         columns.append(("answer", record.answer_digest))  # see TablestoreStore.answer_digests
     columns.append(("revision", revision))
-    stamp = int(time.time() * 1000) if stamp_ms is None else stamp_ms
+    stamp = int(time.time() * 1000)
     columns.append((SEAL, f"{stamp}:{len(columns) + 1}"))
     return [(name, value, stamp) for name, value in columns]
 
