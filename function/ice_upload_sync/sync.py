@@ -239,7 +239,7 @@ class SyncService:
     def _track(self, request: SyncRequest, now: datetime, summary: Summary,
                writer: _Writer) -> Tuple[Set[str], Set[str]]:
         """ICE told us these jobs exist: record them as tracked before asking about them."""
-        def track(job_id: str) -> Union[Tracked, bool, StoreError]:
+        def track(job_id: str) -> Union[Tracked, StoreError]:
             try:
                 return self.store.track(Tracking(job_id, format_time(now), request.source))
             except StoreError as exc:

@@ -18,7 +18,7 @@ from ice_upload_sync.errors import StoreError, SyncIncomplete, UpstreamError
 from ice_upload_sync.events import SyncRequest
 from ice_upload_sync.ice import BatchOutcome, IceAnswer
 from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo
-from ice_upload_sync.stores import Tracking
+from ice_upload_sync.stores import Tracked, Tracking
 from ice_upload_sync.sync import LIST_CAP, Summary, SyncService
 
 from tests.unit.memory_store import MemoryStore
@@ -72,7 +72,7 @@ class Store(MemoryStore):
             raise StoreError(f"memory store: cannot read the marker of {job_id}")
         return super().tracking(job_id)
 
-    def track(self, tracking: Tracking) -> bool:
+    def track(self, tracking: Tracking) -> Tracked:
         if tracking.job_id in self.untrackable:
             raise StoreError(f"memory store: cannot track {tracking.job_id}")
         return super().track(tracking)

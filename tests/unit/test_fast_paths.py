@@ -29,7 +29,7 @@ from ice_upload_sync.records import (
     normalize_user_data,
     parse_time,
 )
-from ice_upload_sync.stores import Tracking
+from ice_upload_sync.stores import Tracked, Tracking
 from ice_upload_sync.sync import SyncService
 
 from tests.hostile_values import ANY_TEXT, ODD_TEXT
@@ -253,8 +253,8 @@ class DigestStore(MemoryStore):
         self.saved: List[str] = []
         self.digest_failure: Optional[Exception] = None
 
-    def track(self, tracking: Tracking) -> bool:
-        return False
+    def track(self, tracking: Tracking) -> Tracked:
+        return Tracked.ALREADY
 
     def save(self, fresh: JobRecord) -> MergeResult:
         self.saved.append(fresh.job_id)

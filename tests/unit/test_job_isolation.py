@@ -15,7 +15,7 @@ from ice_upload_sync.errors import StoreError
 from ice_upload_sync.events import SyncRequest
 from ice_upload_sync.ice import BatchOutcome, IceAnswer
 from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo
-from ice_upload_sync.stores import Tracking
+from ice_upload_sync.stores import Tracked, Tracking
 from ice_upload_sync.sync import SyncService
 
 from tests.unit import memory_store
@@ -50,8 +50,8 @@ class MemoryStore(memory_store.MemoryStore):
         self._check("tracking", job_id)
         return Tracking(job_id, "2026-11-25T02:00:00Z", "timer")
 
-    def track(self, tracking: Tracking) -> bool:
-        return False
+    def track(self, tracking: Tracking) -> Tracked:
+        return Tracked.ALREADY
 
     def save(self, fresh: JobRecord) -> MergeResult:
         self._check("save", fresh.job_id)

@@ -9,7 +9,7 @@ from ice_upload_sync.errors import StoreError
 from ice_upload_sync.events import SyncRequest
 from ice_upload_sync.ice import BatchOutcome, IceAnswer
 from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo, merge
-from ice_upload_sync.stores import Tracking
+from ice_upload_sync.stores import Tracked, Tracking
 from ice_upload_sync.sync import SyncService
 
 NOW = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
@@ -48,8 +48,8 @@ class FlakyStore:
             raise StoreError("memory store: cannot read")
         return None
 
-    def track(self, tracking: Tracking) -> bool:
-        return True
+    def track(self, tracking: Tracking) -> Tracked:
+        return Tracked.CREATED
 
     def save(self, fresh: JobRecord) -> MergeResult:
         result = merge(self.load(fresh.job_id), fresh)
