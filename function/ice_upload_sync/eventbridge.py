@@ -2,11 +2,12 @@
 
 The same CloudEvent as the webhooks get (same ``id``, ``source``, ``type``, ``subject``,
 ``time``, ``data``), put on the bus with ``PutEvents`` (2020-04-01) through the official SDK,
-``alibabacloud_eventbridge20200401``. The bus is one more target of the outbox: it is
-delivered, retried and given up exactly like a webhook endpoint, and ``notify.deliver``
-sends to it in parallel with them, under the same deadline.
+``alibabacloud_eventbridge20200401``. The bus is one more target of the outbox
+(``delivery.Target``, like ``webhook.Webhook``): it is delivered, retried and given up exactly
+like a webhook endpoint, and ``delivery.deliver`` sends to it in parallel with them, under the
+same deadline.
 
-Outcomes (what ``notify.advance`` does with them):
+Outcomes (``delivery.Outcome``; what ``notify.advance`` does with them):
 
 - delivered: HTTP 200, ``Success`` true and no failed entry;
 - retry: no answer (timeouts, connection errors), HTTP 408 / 429 / 5xx, or a throttling or
@@ -26,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .clients import LazyClient, unwrapped
+from .cloudevent import CloudEvent
 from .config import Settings
-from .notify import DELIVERED, GIVE_UP_AFTER_TRIES, RETRY, classify_status
+from .delivery import DELIVERED, GIVE_UP_AFTER_TRIES, RETRY, Outcome, SendResult, classify_status
 from .redact import first_line
 
 CONNECT_TIMEOUT_S = 2.0
@@ -38,18 +40,8 @@ _RETRYABLE_CODES = frozenset({
 _ERROR_TEXT_MAX = 160
 
 
-@dataclass(frozen=True)
-class PutResult:
-    """One ``PutEvents`` call's outcome: ``outcome`` is one of notify's; ``error`` is safe to log."""
-
-    outcome: str
-    status: Optional[int] = None
-    error: Optional[str] = None
-    retry_after_s: Optional[float] = None  # the gateway's x-acs-retry-after (milliseconds), when throttled
-
-
 class EventBridgeBus:
-    """The bus as an outbox target: ``key`` and ``host`` like a ``NotifyEndpoint``'s, ``put`` to send.
+    """The bus as an outbox target (``delivery.Target``): ``key``, ``host`` and ``send``.
 
     One per instance, shared by the delivery threads: the SDK client is built once per set of
     credentials, under a lock; the SDK's client is safe to call from several threads (each
@@ -114,9 +106,10 @@ class EventBridgeBus:
 
     # -- putting an event -----------------------------------------------------------------
 
-    def put(self, event: Any, timeout_s: float) -> PutResult:
-        """Put ``event`` (a ``notify.CloudEvent``) on the bus within ``timeout_s`` per socket
-        operation, no SDK retries (the outbox retries, across invocations). Never raises."""
+    def send(self, event: CloudEvent, timeout_s: float) -> SendResult:
+        """Put ``event`` on the bus within ``timeout_s`` per socket operation, no SDK retries (the
+        outbox retries, across invocations). Never raises. ``retry_after_s``: the gateway's
+        ``x-acs-retry-after``, when it throttled the call."""
         try:
             client = self._clients.get()
             sdk = self._sdk
@@ -130,14 +123,14 @@ class EventBridgeBus:
                                                                                       timeout_ms),
                                          autoretry=False)
         except Exception as exc:  # noqa: BLE001 - an SDK that cannot be loaded or configured: try again later
-            return PutResult(RETRY, None, f"EventBridge client not available: {type(exc).__name__}: "
-                                          f"{first_line(exc, _ERROR_TEXT_MAX)}")
+            return SendResult(RETRY, None, f"EventBridge client not available: {type(exc).__name__}: "
+                                           f"{first_line(exc, _ERROR_TEXT_MAX)}")
         try:
             response = client.put_events_with_options(request, runtime)
         except sdk.AlibabaCloudException as exc:
             return error_outcome(exc)
         except Exception as exc:  # noqa: BLE001 - no answer: timeouts, resets, refused connections
-            return PutResult(RETRY, None, f"no answer from EventBridge: {_network_error(exc)}")
+            return SendResult(RETRY, None, f"no answer from EventBridge: {_network_error(exc)}")
         return answer_outcome(getattr(response, "status_code", None) or 200, response.body, event.id)
 
 
@@ -151,7 +144,7 @@ class _Sdk:
     AlibabaCloudException: Any
 
 
-def answer_outcome(status: int, body: Any, event_id: Optional[str] = None) -> PutResult:
+def answer_outcome(status: int, body: Any, event_id: Optional[str] = None) -> SendResult:
     """An HTTP 2xx answer's outcome: the body may still say ``Success: false`` or fail the entry.
 
     Delivered only when the answer says so: ``Success`` true, or an entry naming ``event_id``,
@@ -160,13 +153,13 @@ def answer_outcome(status: int, body: Any, event_id: Optional[str] = None) -> Pu
     loses the event.
     """
     if body is None:
-        return PutResult(RETRY, status, "EventBridge answered without a body")
+        return SendResult(RETRY, status, "EventBridge answered without a body")
     request_id = getattr(body, "request_id", None)
     success = getattr(body, "success", None)
     if success is False:
         code = str(getattr(body, "code", "") or "")
-        return PutResult(_classify_code(code, status), status,
-                         _text(f"EventBridge refused the event: {code}", getattr(body, "message", None), request_id))
+        return SendResult(_classify_code(code, status), status,
+                          _text(f"EventBridge refused the event: {code}", getattr(body, "message", None), request_id))
     data = getattr(body, "data", None)
     entries = getattr(data, "entry_list", None)
     entries = list(entries) if isinstance(entries, (list, tuple)) else []
@@ -175,31 +168,31 @@ def answer_outcome(status: int, body: Any, event_id: Optional[str] = None) -> Pu
     if failed or (isinstance(count, int) and count > 0):
         code = str(getattr(failed[0], "error_code", "") or "") if failed else ""
         said = getattr(failed[0], "error_message", None) if failed else None
-        return PutResult(_classify_code(code, status), status,
-                         _text(f"EventBridge failed the event: {code or 'FailedEntryCount > 0'}", said, request_id))
+        return SendResult(_classify_code(code, status), status,
+                          _text(f"EventBridge failed the event: {code or 'FailedEntryCount > 0'}", said, request_id))
     named = event_id is not None and any(getattr(entry, "event_id", None) == event_id for entry in entries)
     if success is True or named:
-        return PutResult(DELIVERED, status)
-    return PutResult(RETRY, status, _text("EventBridge's answer does not say the event was taken", None, request_id))
+        return SendResult(DELIVERED, status)
+    return SendResult(RETRY, status, _text("EventBridge's answer does not say the event was taken", None, request_id))
 
 
-def error_outcome(exc: Any) -> PutResult:
+def error_outcome(exc: Any) -> SendResult:
     """An error answer (the SDK raises for HTTP 4xx and 5xx)."""
     status = getattr(exc, "status_code", None)
     code = str(getattr(exc, "code", "") or "")
     data = getattr(exc, "data", None)
     said = (data.get("Message") or data.get("message")) if isinstance(data, dict) else None
     if status is None:  # the SDK's own ClientException before any request (a bad parameter)
-        return PutResult(GIVE_UP_AFTER_TRIES, None, _text(f"EventBridge request refused by the SDK: {code}",
-                                                          getattr(exc, "message", None), None))
+        return SendResult(GIVE_UP_AFTER_TRIES, None, _text(f"EventBridge request refused by the SDK: {code}",
+                                                           getattr(exc, "message", None), None))
     wait_ms = getattr(exc, "retry_after", None)  # ThrottlingException, from x-acs-retry-after
     wait_s = wait_ms / 1000.0 if isinstance(wait_ms, (int, float)) and wait_ms > 0 else None
-    return PutResult(_classify_code(code, status), status,
-                     _text(f"EventBridge answered HTTP {status} {code}", said, getattr(exc, "request_id", None)),
-                     wait_s)
+    return SendResult(_classify_code(code, status), status,
+                      _text(f"EventBridge answered HTTP {status} {code}", said, getattr(exc, "request_id", None)),
+                      wait_s)
 
 
-def _classify_code(code: str, status: Optional[int]) -> str:
+def _classify_code(code: str, status: Optional[int]) -> Outcome:
     """Retried when the HTTP status is one a webhook's would be retried for, or the code says so."""
     if status is not None and classify_status(status) == RETRY:
         return RETRY

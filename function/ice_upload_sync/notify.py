@@ -1,373 +1,62 @@
-"""Completion events (contract section 9): a signed CloudEvent per job and state, owed until delivered.
+"""When a completion event is owed, sent again, or given up (contract section 9): the retry policy.
 
-The parts, each usable alone:
+Every decision of when an event goes out is here, pure; what carries them out is elsewhere:
+the event and its signature in ``cloudevent.py``, sending it to every target in
+``delivery.py`` (the targets: ``webhook.py``, ``eventbridge.py``), the outbox's claims,
+parallel sends and store writes in ``outbox.py``.
 
-- ``build_event(record, region)``: the CloudEvents 1.0 structured-JSON event, its body encoded
-  once. ``id`` is ``event_id(job_id, state)``: the first 32 hex digits of SHA-256 of
-  ``"<job_id>\\n<state>"``. So a repeat (a retry, a second sweep, a duplicate callback) carries
-  the same id and receivers deduplicate on it; a different state of the same job is a
-  different event. Hex digits only: no ``.`` (the Standard Webhooks signed string is
-  ``{id}.{timestamp}.{body}``) and valid as an EventBridge event id (letters, digits,
-  hyphens). ``subject`` and ``type`` carry the job ID and the state in readable form.
-- ``webhook_headers(...)``: the Standard Webhooks headers. ``webhook-timestamp`` is the time of
-  the attempt, not of the event (receivers refuse timestamps more than 5 minutes off, and a
-  retry may come hours later); ``webhook-signature`` holds one ``v1,<base64>`` per key of
-  ``NOTIFY_SECRET``, space-separated, so rotation never breaks a receiver.
-- ``deliver(event, endpoints, secrets, deadline=..., timeout_s=...)``: one POST per endpoint,
-  in parallel, never past ``deadline``, never raising; each answer classified:
-  ``delivered`` (2xx), ``retry`` (timeout, connection error, 408, 429, 5xx), ``give_up_after_tries``
-  (any other answer: the caller gives up after ``GIVE_UP_AFTER_TRIES``), ``not_tried`` (no time
-  left). Redirects are not followed and count as ``give_up_after_tries``: urllib would resend a
-  302's POST as a bodiless GET, and following one sends the signed record to a host nobody
-  configured; NOTIFY_URL must be the final URL (Standard Webhooks: "3xx: failure").
-  A 401 / 403 (a receiver refusing our signature: the two sides hold different secrets) is
-  ``give_up_after_tries`` too: sending the same bytes for three days cannot fix it.
-- The outbox: ``Owed`` is what a store keeps per job while an event is owed (one entry per
-  job; a newer state's entry replaces the older one; the claim of the invocation sending it),
-  ``advance`` turns a delivery's result into the next entry (or None: settled) with
-  ``retry_delay_s``'s backoff, ``entry_status`` tells whether an entry still matches its record.
+- ``owes_notification``: whether a write owes an event (it took the record into a state of
+  ``NOTIFY_STATES``).
+- ``Owed``: what a store keeps per job while an event is owed (one entry per job; a newer
+  state's entry replaces the older one; the claim of the invocation sending it).
+- ``entry_status``: whether an entry still matches its record: deliver it, wait, drop it, or
+  owe the record's state instead.
+- ``advance``: an attempt's ``delivery.DeliveryResult`` turned into the next entry (or None:
+  settled): a target that took the event is done; one that refused it is given up on its
+  ``GIVE_UP_AFTER_TRIES_COUNT``-th try; one that did not answer is tried again after
+  ``retry_delay_s``'s backoff (or its Retry-After) until ``MAX_TRACK_AGE_HOURS``.
+- Within one invocation: ``try_now`` (what is left to a later invocation: too little time, or
+  only targets that are down) and ``CLAIM_S`` (how long an invocation holds an entry it sends;
+  a holder that crashed delays its event by this).
 
-Pure except ``deliver`` (and ``attempt``, which calls it). Logs name the job, the event id, the
-endpoint's host and the status; never the secret, a signature, or the endpoint's query.
+Which answers count as which ``delivery.Outcome`` is each target's own reading of its wire
+(``webhook.Webhook``, ``eventbridge.EventBridgeBus``). Logs name the job, the event id and the
+target's host; never a secret.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import enum
 import json
 import logging
 import random
 import re
-import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
-from urllib.parse import urlsplit
+from typing import Callable, Collection, Optional, Sequence, Tuple
 
-from .config import NotifyEndpoint, WebhookSecret
-from .records import STATES, JobRecord, UnencodableRecord, format_time, parse_time
+from .cloudevent import event_id, event_type
+from .delivery import DELIVERED, GIVE_UP_AFTER_TRIES, NOT_TRIED, RETRY, DeliveryResult, Target
+from .records import STATES, JobRecord, format_time, parse_time
 
 logger = logging.getLogger(__name__)
 
-SPECVERSION = "1.0"
-CONTENT_TYPE = "application/cloudevents+json"
-DATA_CONTENT_TYPE = "application/json"
-USER_AGENT = "ice-upload-sync"
-
-# deliver's outcome per endpoint
-DELIVERED = "delivered"
-RETRY = "retry"
-GIVE_UP_AFTER_TRIES = "give_up_after_tries"
-NOT_TRIED = "not_tried"
-SKIPPED = "skipped: it failed earlier in this invocation"
-
 GIVE_UP_AFTER_TRIES_COUNT = 3  # answers other than 2xx / 408 / 429 / 5xx: given up after this many tries
-DEFAULT_TIMEOUT_S = 10.0  # one request; Standard Webhooks suggests 15-30 s, a sweep has many to send
-MIN_REQUEST_S = 0.05  # less time than this left before the deadline: not worth opening a connection
 FIRST_RETRY_S = 60.0
 MAX_RETRY_S = 3600.0
 # An entry whose record is not (yet) in its state: the writer owes before it writes the record,
 # so within this time the record may still be on its way; after it, the write never happened.
 STALE_ENTRY_GRACE = timedelta(minutes=15)
+MIN_TRY_S = 0.2  # less time than this left: leave the entry to the next sweep
+# How long a claim keeps other invocations off an entry. It covers one attempt (every target
+# in parallel, each at most delivery.DEFAULT_TIMEOUT_S) and the write that settles it (OSS: up
+# to 5 s waiting for the job's lock, and a few requests) about twice over, and no more: a
+# holder that crashed delays its event by this, about the first retry's backoff (FIRST_RETRY_S).
+CLAIM_S = 60.0
 
 _ERROR_TEXT_MAX = 200
 
 
-def event_id(job_id: str, state: str) -> str:
-    """Stable for this job and this state; see the module's docstring."""
-    return hashlib.sha256(f"{job_id}\n{state}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def event_type(state: str) -> str:
-    return f"ice.upload.{state}"
-
-
-def event_source(region: str) -> str:
-    return f"ice-upload-sync/{region}"
-
-
-@dataclass(frozen=True)
-class CloudEvent:
-    """A CloudEvents 1.0 event in structured JSON mode; ``body`` is exactly what is sent and signed."""
-
-    id: str
-    source: str
-    type: str
-    subject: str  # the job ID
-    time: str  # the record's updated_at
-    data: Mapping[str, Any] = field(repr=False)  # the record (contract section 4)
-    body: bytes = field(repr=False)
-    specversion: str = SPECVERSION
-    datacontenttype: str = DATA_CONTENT_TYPE
-
-    @property
-    def job_id(self) -> str:
-        return self.subject
-
-    @property
-    def state(self) -> str:
-        return str(self.data["state"])
-
-    def to_dict(self) -> Dict[str, Any]:
-        return _envelope(self.id, self.source, self.type, self.subject, self.time, self.data)
-
-
-def _envelope(identifier: str, source: str, kind: str, subject: str, moment: str,
-              data: Mapping[str, Any]) -> Dict[str, Any]:
-    return {"specversion": SPECVERSION, "id": identifier, "source": source, "type": kind, "subject": subject,
-            "time": moment, "datacontenttype": DATA_CONTENT_TYPE, "data": data}
-
-
-def build_event(record: JobRecord, region: str) -> CloudEvent:
-    """The event announcing that ``record`` is in its state. Raises ``UnencodableRecord`` for a
-    record that is not strict JSON in UTF-8 (normalization makes that a bug, never ICE's doing)."""
-    data = record.to_dict()
-    identifier, source, kind = event_id(record.job_id, record.state), event_source(region), event_type(record.state)
-    envelope = _envelope(identifier, source, kind, record.job_id, record.updated_at, data)
-    try:
-        body = json.dumps(envelope, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise UnencodableRecord(f"the event of job {record.job_id} is not strict JSON in UTF-8 "
-                                f"({type(exc).__name__}: {str(exc)[:120]})") from None
-    return CloudEvent(identifier, source, kind, record.job_id, record.updated_at, data, body)
-
-
-# ---------------------------------------------------------------- Standard Webhooks signature
-
-
-def sign(message_id: str, timestamp: int, body: bytes, secrets: Sequence[WebhookSecret]) -> str:
-    """``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` per key,
-    space-separated (how Standard Webhooks rotates keys; verifiers accept any one that matches)."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    return " ".join("v1," + base64.b64encode(hmac.new(secret.key, signed, hashlib.sha256).digest()).decode("ascii")
-                    for secret in secrets)
-
-
-def webhook_headers(event: CloudEvent, secrets: Sequence[WebhookSecret], timestamp: int) -> Dict[str, str]:
-    """The request's headers. Without secrets (allowed for loopback endpoints only) no signature."""
-    headers = {
-        "Content-Type": CONTENT_TYPE,
-        "User-Agent": USER_AGENT,
-        "webhook-id": event.id,
-        "webhook-timestamp": str(timestamp),
-    }
-    if secrets:
-        headers["webhook-signature"] = sign(event.id, timestamp, event.body, secrets)
-    return headers
-
-
-# ---------------------------------------------------------------- delivery
-
-
-class Target(Protocol):
-    """Where events go: a ``NOTIFY_URL`` endpoint (``config.NotifyEndpoint``, POSTed to here) or
-    the ``NOTIFY_EVENTBRIDGE`` bus (``eventbridge.EventBridgeBus``, whose ``put`` sends and
-    classifies). ``key`` is what the outbox records once it needs nothing more; ``host`` names
-    it in logs (never a secret or a URL's query)."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def host(self) -> str: ...
-
-
-def classify_status(status: int) -> str:
-    if 200 <= status <= 299:
-        return DELIVERED
-    if status in (408, 429) or status >= 500:
-        return RETRY
-    return GIVE_UP_AFTER_TRIES  # other 4xx, redirects, 1xx we never asked for
-
-
-@dataclass(frozen=True)
-class EndpointResult:
-    """What one endpoint answered to one attempt. ``error`` is short and safe to log and store."""
-
-    endpoint: Target
-    outcome: str  # DELIVERED, RETRY, GIVE_UP_AFTER_TRIES or NOT_TRIED
-    status: Optional[int] = None
-    error: Optional[str] = None
-    retry_after_s: Optional[float] = None  # the answer's Retry-After, when it had one
-    elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    event_id: str
-    job_id: str
-    results: Tuple[EndpointResult, ...]
-
-    @property
-    def delivered(self) -> bool:
-        return all(result.outcome == DELIVERED for result in self.results)
-
-
-def deliver(event: CloudEvent, endpoints: Sequence[Target], secrets: Sequence[WebhookSecret], *,
-            deadline: float, timeout_s: float = DEFAULT_TIMEOUT_S, skip: Collection[str] = (),
-            clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-            ) -> DeliveryResult:
-    """Send ``event`` to every target at once (a POST to each endpoint, ``PutEvents`` to a bus);
-    return by ``deadline`` (a ``clock()`` time) whatever happens.
-
-    Each request is bounded by ``min(timeout_s, time left)`` for each socket operation, and the
-    whole call by ``deadline``: requests run in threads, and one still running then (a DNS
-    lookup hanging, an endpoint trickling its answer) is reported ``retry`` and left to end by
-    its own timeout; whatever it gets is ignored (at least once: the event is sent again).
-    Targets whose ``key`` is in ``skip`` (they failed earlier in this invocation) are
-    ``not_tried``: a target that is down never holds the others' events back. Never raises.
-    """
-    timestamp = int(wall_clock())
-    headers = webhook_headers(event, secrets, timestamp)
-    slots: List[Optional[EndpointResult]] = [None] * len(endpoints)
-    workers: List[Optional[threading.Thread]] = []
-    for index, endpoint in enumerate(endpoints):
-        remaining = deadline - clock()
-        if endpoint.key in skip:
-            slots[index] = EndpointResult(endpoint, NOT_TRIED, error=SKIPPED)
-            workers.append(None)
-            continue
-        if remaining < MIN_REQUEST_S:
-            slots[index] = EndpointResult(endpoint, NOT_TRIED, error="no time left before the deadline")
-            workers.append(None)
-            continue
-        worker = threading.Thread(target=_deliver_to, args=(slots, index, endpoint, event, headers,
-                                                            min(timeout_s, remaining), clock),
-                                  name=f"notify-{endpoint.host}", daemon=True)
-        try:
-            worker.start()
-        except RuntimeError:  # "can't start new thread": the instance is at its limit; try later
-            slots[index] = EndpointResult(endpoint, NOT_TRIED, error="no thread to send with")
-            worker = None
-        workers.append(worker)
-    results = []
-    for index, (endpoint, worker) in enumerate(zip(endpoints, workers)):
-        if worker is not None:
-            worker.join(max(0.0, deadline - clock()))
-        result = slots[index] if worker is None or not worker.is_alive() else None
-        if result is None:
-            result = EndpointResult(endpoint, RETRY, error="no answer before the deadline")
-        results.append(result)
-        _log_result(event, result)
-    return DeliveryResult(event.id, event.job_id, tuple(results))
-
-
-def _deliver_to(slots: List[Optional[EndpointResult]], index: int, endpoint: Target, event: CloudEvent,
-                headers: Mapping[str, str], timeout_s: float, clock: Callable[[], float]) -> None:
-    started = clock()
-    outcome: Optional[str] = None
-    try:
-        if isinstance(endpoint, NotifyEndpoint):
-            status, error, retry_after = _post(endpoint.url, event.body, headers, timeout_s)
-        else:  # a bus (eventbridge.EventBridgeBus): its answer is classified by its own rules
-            put = endpoint.put(event, timeout_s)
-            outcome, status, error, retry_after = put.outcome, put.status, put.error, put.retry_after_s
-    except Exception as exc:  # noqa: BLE001 - deliver never raises; the class name is enough to act on
-        status, error, retry_after, outcome = None, f"unexpected {type(exc).__name__}", None, None
-    if outcome is None:
-        outcome = RETRY if status is None else classify_status(status)
-    if status is not None and outcome != DELIVERED and error is None:
-        error = f"HTTP {status}"
-    slots[index] = EndpointResult(endpoint, outcome, status, error and error[:_ERROR_TEXT_MAX],
-                                  retry_after if outcome == RETRY else None, clock() - started)
-
-
-def _post(url: str, body: bytes, headers: Mapping[str, str],
-          timeout_s: float) -> Tuple[Optional[int], Optional[str], Optional[float]]:
-    """(status, error, retry_after_s); status None when no HTTP answer came."""
-    # Imported here, not with the module: urllib.request costs about 28 ms of CPU (python3.10,
-    # measured on a bare interpreter; nothing once the ICE SDK is loaded), and every path
-    # imports this module while few of them deliver.
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
-    try:
-        with _opener().open(request, timeout=timeout_s) as response:
-            return response.status, None, None
-    except urllib.error.HTTPError as answer:  # every status urllib does not call success, 3xx included
-        with answer:
-            status, error = answer.code, None
-            if 300 <= status <= 399:
-                location = urlsplit(answer.headers.get("Location") or "").netloc or "elsewhere"
-                error = f"HTTP {status} redirect to {location} not followed: NOTIFY_URL must be the final URL"
-            return status, error, _retry_after_s(answer.headers.get("Retry-After"))
-    except urllib.error.URLError as exc:  # no answer: connecting failed (urllib wraps the reason)
-        return None, _transport_error(exc.reason, timeout_s), None
-    except (http.client.HTTPException, OSError) as exc:  # a timeout or reset while reading the answer
-        return None, _transport_error(exc, timeout_s), None
-
-
-def _transport_error(reason: Any, timeout_s: float) -> str:
-    import socket
-    import ssl
-
-    if isinstance(reason, (socket.timeout, TimeoutError)):
-        return f"timed out after {timeout_s:.1f} s"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, socket.gaierror):
-        return "host name not resolved"
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS: {getattr(reason, 'reason', None) or type(reason).__name__}"
-    if isinstance(reason, BaseException):
-        return f"connection error: {type(reason).__name__}"
-    return f"connection error: {str(reason)[:80]}"
-
-
-_opener_lock = threading.Lock()
-_opener_instance: Any = None
-
-
-def _opener() -> Any:
-    """urllib's opener without redirects (see the module's docstring) and without proxies from the
-    environment (the function talks to the endpoints itself; a stray HTTPS_PROXY would otherwise
-    carry every event, loopback ones included)."""
-    global _opener_instance
-    with _opener_lock:
-        if _opener_instance is None:
-            import urllib.request
-
-            class RefuseRedirects(urllib.request.HTTPRedirectHandler):
-                def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-                    return None  # urllib then raises HTTPError with the 3xx status
-
-            _opener_instance = urllib.request.build_opener(urllib.request.ProxyHandler({}), RefuseRedirects())
-        return _opener_instance
-
-
-def _retry_after_s(value: Optional[str]) -> Optional[float]:
-    """Retry-After as seconds from now (delta-seconds or an HTTP date), at most ``MAX_RETRY_S``."""
-    text = (value or "").strip()
-    if not text:
-        return None
-    if text.isascii() and text.isdigit():
-        return min(float(text), MAX_RETRY_S)
-    from email.utils import parsedate_to_datetime  # half this module's import time (6 ms); rarely needed
-
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment is None or moment.tzinfo is None:
-        return None
-    return min(max(0.0, moment.timestamp() - time.time()), MAX_RETRY_S)
-
-
-def _log_result(event: CloudEvent, result: EndpointResult) -> None:
-    if result.outcome == DELIVERED:
-        logger.info("notify: job %s %s (event %s) delivered to %s: HTTP %s in %.0f ms", event.job_id,
-                    event.type, event.id, result.endpoint.host, result.status, result.elapsed_s * 1000)
-    else:  # a skipped target was logged when it failed; once per event would flood the log
-        logger.log(logging.DEBUG if result.error == SKIPPED else logging.WARNING,
-                   "notify: job %s %s (event %s) not delivered to %s (%s): %s", event.job_id, event.type,
-                   event.id, result.endpoint.host, result.outcome, result.error)
-
-
-# ---------------------------------------------------------------- the outbox
+# ---------------------------------------------------------------- the outbox entry
 
 
 class BadOutboxEntry(ValueError):
@@ -500,6 +189,9 @@ class Owed:
                    tuple(done), tuple(sorted(target_tries.items())), claimed_by, claimed_until)
 
 
+# ---------------------------------------------------------------- the policy
+
+
 def owes_notification(before: Optional[JobRecord], after: JobRecord, states: Collection[str]) -> bool:
     """True when a write took the record into an announced state (the first record counts).
 
@@ -509,15 +201,26 @@ def owes_notification(before: Optional[JobRecord], after: JobRecord, states: Col
     return after.state in states and (before is None or before.state != after.state)
 
 
-# entry_status answers
-DELIVER = "deliver"
-WAIT = "wait"
-DROP = "drop"
-REOWE = "reowe"
+class EntryStatus(str, enum.Enum):
+    """``entry_status``'s answer: what to do with an owed entry now."""
+
+    DELIVER = "deliver"
+    WAIT = "wait"
+    DROP = "drop"
+    REOWE = "reowe"
+
+    def __str__(self) -> str:  # "wait" in logs and messages, on every Python version
+        return self.value
+
+
+DELIVER = EntryStatus.DELIVER
+WAIT = EntryStatus.WAIT
+DROP = EntryStatus.DROP
+REOWE = EntryStatus.REOWE
 
 
 def entry_status(entry: Owed, record: Optional[JobRecord], now: datetime, *, states: Collection[str] = (),
-                 grace: timedelta = STALE_ENTRY_GRACE) -> str:
+                 grace: timedelta = STALE_ENTRY_GRACE) -> EntryStatus:
     """Whether to deliver ``entry`` now, given the record the store holds and ``NOTIFY_STATES``.
 
     - ``DELIVER``: the record is in the entry's state and the entry is due (build the event
@@ -617,17 +320,14 @@ def advance(entry: Owed, result: DeliveryResult, *, now: datetime, max_age: time
     return Progress(updated, tuple(delivered), tuple(given_up), tuple(failed), tuple(unreachable))
 
 
-def attempt(entry: Owed, record: JobRecord, *, region: str, endpoints: Sequence[Target],
-            secrets: Sequence[WebhookSecret], deadline: float, now: datetime, max_age: timedelta,
-            timeout_s: float = DEFAULT_TIMEOUT_S, skip: Collection[str] = ()) -> Progress:
-    """One try of an entry that ``entry_status`` said to deliver: build, send, ``advance``.
+def try_now(pending: Sequence[Target], down: Collection[str], time_left_s: float) -> bool:
+    """Whether an invocation sends a due entry now, or leaves it owed to a later one.
 
-    Sends only to the endpoints not yet done. With none left (NOTIFY_URL changed since the
-    entry was owed), the entry is settled.
+    Not with less than ``MIN_TRY_S`` left, nor when every target still ``pending`` is ``down``
+    (it answered ``retry`` earlier in this invocation: ``Progress.unreachable``): a target that
+    timed out or failed to connect would cost every remaining entry its timeout, so it is
+    skipped for the rest of the invocation (``delivery.deliver``'s ``skip``), while the other
+    targets still get their events. An entry with no target pending is tried: nothing is
+    sent, and it is settled.
     """
-    pending = entry.pending_endpoints(endpoints)
-    if not pending:
-        return Progress(None)
-    result = deliver(build_event(record, region), pending, secrets, deadline=deadline, timeout_s=timeout_s,
-                     skip=skip)
-    return advance(entry, result, now=now, max_age=max_age)
+    return time_left_s >= MIN_TRY_S and not (pending and all(target.key in down for target in pending))

@@ -2,13 +2,20 @@
 
 A store that writes a record into a state of ``NOTIFY_STATES`` first writes an outbox entry
 for it (``notify.Owed``), in the same save, before the record: a crash between the two leaves
-an entry, never a record that owes nothing. Its targets are the ``NOTIFY_URL`` endpoints and
-the ``NOTIFY_EVENTBRIDGE`` bus, each settled on its own (``Owed.endpoints_done``). Then:
+an entry, never a record that owes nothing. Its targets are the ``NOTIFY_URL`` endpoints
+(``webhook.Webhook``) and the ``NOTIFY_EVENTBRIDGE`` bus (``eventbridge.EventBridgeBus``), each
+settled on its own (``Owed.endpoints_done``). Then:
 
 - the invocation that wrote it tries at once, within its own deadline (the HTTP callback's
   deadline on that path: a slow endpoint never holds ICE's answer up);
 - every sweep retries what is still owed and due, final jobs included (they are no longer
   pending, so the outbox is listed on its own), with the backoff of ``notify.advance``.
+
+This module carries the retry policy out; every decision in it (whether an entry is due,
+still matches its record, is worth trying now, is settled or tried again when) is
+``notify``'s. An attempt (``attempt``) builds the event (``cloudevent.build_event``), sends it
+to the targets still pending (``delivery.deliver``) and turns the answers into the next entry
+(``notify.advance``).
 
 Both send ``ICE_CONCURRENCY`` events at once (each to all its targets in parallel): a backlog
 is bound by the targets' round trips, not by our CPU (tests/bench/bench_notify.py).
@@ -41,24 +48,21 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Callable, Deque, Iterable, Iterator, Optional, Protocol, Set, Tuple
+from typing import Callable, Collection, Deque, Iterable, Iterator, Optional, Protocol, Sequence, Set, Tuple
 
 from . import notify
+from .cloudevent import build_event
 from .config import Settings
+from .delivery import DEFAULT_TIMEOUT_S, Target, deliver
 from .errors import StoreError
 from .events import Shard
 from .logs import ContextThreadPool
+from .notify import CLAIM_S, MIN_TRY_S, Owed, Progress
 from .records import JobRecord, UnencodableRecord, format_time
 from .stores.base import RecordStore
+from .webhook import webhooks
 
 logger = logging.getLogger(__name__)
-
-MIN_TRY_S = 0.2  # less time than this left: leave the entry to the next sweep
-# How long a claim keeps other invocations off an entry. It covers one attempt (every target
-# in parallel, each at most notify.DEFAULT_TIMEOUT_S) and the write that settles it (OSS: up
-# to 5 s waiting for the job's lock, and a few requests) about twice over, and no more: a
-# holder that crashed delays its event by this, about the first retry's backoff (FIRST_RETRY_S).
-CLAIM_S = 60.0
 
 
 class Counts(Protocol):
@@ -70,14 +74,14 @@ class Outbox:
     """Delivers what the store owes, for one instance (stateless between invocations)."""
 
     def __init__(self, store: RecordStore, settings: Settings, clock: Callable[[], datetime], *,
-                 bus: Optional[notify.Target] = None) -> None:
+                 bus: Optional[Target] = None) -> None:
         if bool(settings.notify_eventbridge_bus) != (bus is not None):
             raise ValueError("Outbox: pass bus=EventBridgeBus(settings) exactly when NOTIFY_EVENTBRIDGE is set")
         self.store = store
         self.settings = settings
         self.clock = clock
         # Where events go: every NOTIFY_URL endpoint, and the EventBridge bus; each is settled on its own.
-        self.targets: Tuple[notify.Target, ...] = (*settings.notify_endpoints, *((bus,) if bus is not None else ()))
+        self.targets: Tuple[Target, ...] = (*webhooks(settings), *((bus,) if bus is not None else ()))
         self.enabled = bool(self.targets)
         # Events in flight at once, each to all its targets: ICE_CONCURRENCY, the function's
         # measure of how many outbound calls an instance keeps open.
@@ -94,7 +98,7 @@ class Outbox:
         tally = _Tally(counts)
         # each one is the entry its save just wrote (RecordStore: ``Owed.for_record(record, record.updated_at)``),
         # claimed like any other: a sweep may have found it first
-        self._in_parallel((functools.partial(self._try, notify.Owed.for_record(record, record.updated_at), record,
+        self._in_parallel((functools.partial(self._try, Owed.for_record(record, record.updated_at), record,
                                              now, deadline, tally, down) for record in records), deadline)
 
     def deliver_due(self, *, deadline: float, counts: Counts, shard: Optional[Shard] = None) -> None:
@@ -141,7 +145,7 @@ class Outbox:
             for future in window:
                 future.result()
 
-    def _settle_one(self, entry: notify.Owed, now: datetime, deadline: float, counts: _Tally,
+    def _settle_one(self, entry: Owed, now: datetime, deadline: float, counts: _Tally,
                     down: Set[str]) -> None:
         if not entry.claimable(self.clock()):  # another invocation is sending it: not ours to count
             logger.debug("notify: job %s (event %s) is claimed until %s by another invocation", entry.job_id,
@@ -159,19 +163,15 @@ class Outbox:
             self._store_call(self.store.settle, entry)
             return
         assert record is not None
-        replacement = notify.Owed.for_record(record, format_time(now)) if status == notify.REOWE else None
+        replacement = Owed.for_record(record, format_time(now)) if status == notify.REOWE else None
         self._try(entry, record, now, deadline, counts, down, replacement=replacement)
 
-    def _try(self, entry: notify.Owed, record: JobRecord, now: datetime, deadline: float, counts: _Tally,
-             down: Set[str], *, replacement: Optional[notify.Owed] = None) -> None:
+    def _try(self, entry: Owed, record: JobRecord, now: datetime, deadline: float, counts: _Tally,
+             down: Set[str], *, replacement: Optional[Owed] = None) -> None:
         """Claim ``entry``, send it, settle or reschedule it. With ``replacement`` (the record reached
         another announced state), the claimed ``entry`` is replaced by it, still claimed, and that is sent."""
         pending = (replacement or entry).pending_endpoints(self.targets)
-        if deadline - time.monotonic() < MIN_TRY_S or (pending and all(target.key in down for target in pending)):
-            # owed in the store: a later invocation delivers it. A target that just timed out or
-            # failed to connect would cost every remaining entry its timeout; it is skipped for
-            # the rest of this one (``skip`` below), while the other targets still get their
-            # events. (No target pending at all: ``attempt`` settles the entry.)
+        if not notify.try_now(pending, down, deadline - time.monotonic()):  # owed: a later invocation sends it
             counts.add(failed=len(pending))
             return
         claiming_at = self.clock()
@@ -191,17 +191,17 @@ class Outbox:
                 counts.add(failed=len(pending))
                 return
         try:
-            progress = notify.attempt(
-                claimed, record, region=self.settings.ice_region, endpoints=self.targets,
-                secrets=self.settings.notify_secrets, deadline=deadline, now=now, max_age=self.max_age,
-                timeout_s=min(notify.DEFAULT_TIMEOUT_S, max(MIN_TRY_S, deadline - time.monotonic())), skip=down)
+            progress = attempt(claimed, record, region=self.settings.ice_region, targets=self.targets,
+                               deadline=deadline, now=now, max_age=self.max_age,
+                               timeout_s=min(DEFAULT_TIMEOUT_S, max(MIN_TRY_S, deadline - time.monotonic())),
+                               skip=down)
         except UnencodableRecord as exc:  # cannot happen for a record the store accepted; never retried
             logger.error("notify: job %s: %s; its event is dropped", entry.job_id, exc)
             self._store_call(self.store.settle, claimed)
             return
         counts.add(notified=len(progress.delivered), failed=len(progress.given_up) + len(progress.failed))
-        # Only a target that is down is skipped: one refusing this event (a 400, an entry the
-        # bus refused) may take the next one.
+        # Only a target that is down is skipped (notify.try_now): one refusing this event (a 400,
+        # an entry the bus refused) may take the next one.
         down.update(target.key for target in progress.unreachable)
         if progress.entry is None:
             self._store_call(self.store.settle, claimed)
@@ -217,6 +217,22 @@ class Outbox:
         except StoreError as exc:
             logger.error("notify: outbox %s failed: %s", getattr(method, "__name__", "write"), exc)
             return False
+
+
+def attempt(entry: Owed, record: JobRecord, *, region: str, targets: Sequence[Target], deadline: float,
+            now: datetime, max_age: timedelta, timeout_s: float = DEFAULT_TIMEOUT_S,
+            skip: Collection[str] = ()) -> Progress:
+    """One try of an entry that ``notify.entry_status`` said to deliver: build, send, ``notify.advance``.
+
+    Sends only to the targets not yet done. With none left (NOTIFY_URL or NOTIFY_EVENTBRIDGE
+    changed since the entry was owed), the entry is settled. Raises ``UnencodableRecord`` for a
+    record whose event cannot be built.
+    """
+    pending = entry.pending_endpoints(targets)
+    if not pending:
+        return Progress(None)
+    result = deliver(build_event(record, region), pending, deadline=deadline, timeout_s=timeout_s, skip=skip)
+    return notify.advance(entry, result, now=now, max_age=max_age)
 
 
 class _Tally:

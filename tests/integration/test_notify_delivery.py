@@ -21,9 +21,13 @@ from typing import Dict, List, Sequence
 
 import pytest
 from ice_upload_sync import notify
+from ice_upload_sync.cloudevent import build_event, event_id
 from ice_upload_sync.config import NotifyEndpoint, Settings
-from ice_upload_sync.notify import GIVE_UP_AFTER_TRIES, RETRY, Owed, build_event, deliver
+from ice_upload_sync.delivery import GIVE_UP_AFTER_TRIES, RETRY, deliver
+from ice_upload_sync.notify import Owed
+from ice_upload_sync.outbox import attempt
 from ice_upload_sync.records import JobRecord, format_time, merge
+from ice_upload_sync.webhook import webhooks
 
 from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.store_records import final, record
@@ -44,8 +48,7 @@ def settings_for(*urls: str, secrets: Sequence[str] = (SECRET,), states: str = "
 
 
 def send(event, settings: Settings, *, within_s: float = 5.0, timeout_s: float = 5.0):
-    return deliver(event, settings.notify_endpoints, settings.notify_secrets,
-                   deadline=time.monotonic() + within_s, timeout_s=timeout_s)
+    return deliver(event, webhooks(settings), deadline=time.monotonic() + within_s, timeout_s=timeout_s)
 
 
 @pytest.fixture
@@ -161,23 +164,23 @@ class Invocation:
     """What a store's ``save`` and the sweep do with the outbox, in the order they must."""
 
     settings: Settings
-    records: Dict[str, JobRecord] = field(default_factory=dict)
+    stored: Dict[str, JobRecord] = field(default_factory=dict)  # the records, by job ID
     store: MemoryStore = field(default_factory=MemoryStore)  # only its outbox is used
     now: datetime = T0
     counts: Dict[str, int] = field(default_factory=lambda: {"notified": 0, "notify_failed": 0})
 
     def save(self, fresh: JobRecord) -> None:
-        stored = self.records.get(fresh.job_id)
+        stored = self.stored.get(fresh.job_id)
         outcome = merge(stored, replace(fresh, updated_at=format_time(self.now)))
         if outcome.changed:
             if notify.owes_notification(stored, outcome.record, self.settings.notify_states):
                 self.store.owe(Owed.for_record(outcome.record, format_time(self.now)))  # before the record
-            self.records[fresh.job_id] = outcome.record
+            self.stored[fresh.job_id] = outcome.record
 
     def deliver_due(self, budget_s: float = 5.0) -> None:
         deadline = time.monotonic() + budget_s
         for entry in self.store.owed():
-            current = self.records.get(entry.job_id)
+            current = self.stored.get(entry.job_id)
             status = notify.entry_status(entry, current, self.now, states=self.settings.notify_states)
             if status == notify.DROP:
                 self.store.settle(entry)
@@ -188,9 +191,9 @@ class Invocation:
             claimed = self.store.claim(entry, "holder", self.now, self.now + timedelta(minutes=1))  # before sending
             if claimed is None:
                 continue
-            progress = notify.attempt(claimed, self.records[entry.job_id], region="cn-shanghai",
-                                      endpoints=self.settings.notify_endpoints, secrets=self.settings.notify_secrets,
-                                      deadline=deadline, now=self.now, max_age=MAX_AGE, timeout_s=2)
+            progress = attempt(claimed, self.stored[entry.job_id], region="cn-shanghai",
+                               targets=webhooks(self.settings), deadline=deadline, now=self.now, max_age=MAX_AGE,
+                               timeout_s=2)
             if progress.settled:
                 self.store.settle(claimed)
             else:
@@ -235,7 +238,7 @@ def test_duplicate_callbacks_and_stale_answers_send_no_duplicate_event(receiver)
     run.later(1).save(final("job1"))  # the same answer again (a duplicate callback)
     run.later(1).save(record("job1", "processing"))  # a stale answer: the final record stays
     run.deliver_due()
-    assert receiver.deliveries == {notify.event_id("job1", "succeeded"): 1}
+    assert receiver.deliveries == {event_id("job1", "succeeded"): 1}
 
 
 def test_a_receiver_down_for_several_invocations_gets_the_event_when_back(receiver):
@@ -249,7 +252,7 @@ def test_a_receiver_down_for_several_invocations_gets_the_event_when_back(receiv
     assert entry.tries == 4 and "connection refused" in entry.last_error
     receiver.come_back()
     run.deliver_due()
-    assert receiver.deliveries == {notify.event_id("job1", "succeeded"): 1} and run.store.outbox == {}
+    assert receiver.deliveries == {event_id("job1", "succeeded"): 1} and run.store.outbox == {}
     assert run.counts == {"notified": 1, "notify_failed": 4}
 
 
@@ -275,7 +278,7 @@ def test_only_the_endpoints_still_owed_are_sent_again():
         assert run.store.outbox["job1"].endpoints_done == (NotifyEndpoint(up.url).key,)
         down.come_back()
         run.later(5).deliver_due()
-        assert up.deliveries == down.deliveries == {notify.event_id("job1", "succeeded"): 1}
+        assert up.deliveries == down.deliveries == {event_id("job1", "succeeded"): 1}
         assert run.store.outbox == {}
 
 

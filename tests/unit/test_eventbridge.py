@@ -15,10 +15,12 @@ from alibabacloud_tea_openapi import exceptions
 from hypothesis import given
 from hypothesis import strategies as st
 from ice_upload_sync import notify
+from ice_upload_sync.cloudevent import build_event
 from ice_upload_sync.config import NotifyEndpoint, Settings
+from ice_upload_sync.delivery import DELIVERED, GIVE_UP_AFTER_TRIES, RETRY, DeliveryResult, EndpointResult
 from ice_upload_sync.eventbridge import EventBridgeBus, answer_outcome, error_outcome
-from ice_upload_sync.notify import DELIVERED, GIVE_UP_AFTER_TRIES, RETRY, build_event
 from ice_upload_sync.records import parse_time
+from ice_upload_sync.webhook import Webhook
 
 from tests.hostile_values import FIELD, FUZZ
 from tests.store_records import final
@@ -88,14 +90,14 @@ def test_a_network_failure_is_a_retry_never_an_exception():
 
     bus.prepare()  # the SDK loaded, then its client's connection reset mid-call
     bus._clients.get = Broken
-    result = bus.put(build_event(final(), "cn-shanghai"), 1.0)
+    result = bus.send(build_event(final(), "cn-shanghai"), 1.0)
     assert result.outcome == RETRY and result.status is None
     assert "ConnectionResetError" in result.error and "s3cr3t" not in result.error
 
 
 def test_a_bus_without_credentials_is_retried_later_not_raised():
     bus = EventBridgeBus(BUS_SETTINGS)
-    result = bus.put(build_event(final(), "cn-shanghai"), 1.0)
+    result = bus.send(build_event(final(), "cn-shanghai"), 1.0)
     assert result.outcome == RETRY and "no credentials" in result.error
 
 
@@ -111,10 +113,10 @@ def test_the_bus_is_settled_on_its_own_beside_the_webhooks():
     """``advance`` keeps the bus's progress apart from an endpoint's: a bus that took the event
     is not sent it again while the endpoint is retried."""
     bus = EventBridgeBus(BUS_SETTINGS)
-    endpoint = NotifyEndpoint("https://hooks.example.com/e")
+    endpoint = Webhook(NotifyEndpoint("https://hooks.example.com/e"))
     entry = notify.Owed.for_record(final(), "2026-12-01T00:00:00Z")
-    result = notify.DeliveryResult(entry.event_id, entry.job_id, (
-        notify.EndpointResult(endpoint, RETRY, 503, "HTTP 503"), notify.EndpointResult(bus, DELIVERED, 200)))
+    result = DeliveryResult(entry.event_id, entry.job_id, (
+        EndpointResult(endpoint, RETRY, 503, "HTTP 503"), EndpointResult(bus, DELIVERED, 200)))
     progress = notify.advance(entry, result, now=parse_time("2026-12-01T00:00:00Z"), max_age=timedelta(hours=72))
     assert progress.delivered == (bus,) and progress.failed == (endpoint,)
     assert progress.entry is not None and progress.entry.pending_endpoints((endpoint, bus)) == (endpoint,)
@@ -140,7 +142,7 @@ ANSWER = st.fixed_dictionaries({}, optional={
 def test_any_answer_is_classified_never_raised_and_only_a_clear_yes_is_delivered(raw):
     try:
         parsed = body(raw)
-    except Exception:  # noqa: BLE001 - the SDK refuses it while parsing: put() reports that as a retry
+    except Exception:  # noqa: BLE001 - the SDK refuses it while parsing: send() reports that as a retry
         return
     result = answer_outcome(200, parsed, "mine")
     assert result.outcome in (DELIVERED, RETRY, GIVE_UP_AFTER_TRIES)

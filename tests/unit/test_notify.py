@@ -10,29 +10,33 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from ice_upload_sync import notify
+from ice_upload_sync import cloudevent, delivery, notify, webhook
+from ice_upload_sync.cloudevent import build_event, event_id, webhook_headers
 from ice_upload_sync.config import NotifyEndpoint, Settings, WebhookSecret
-from ice_upload_sync.errors import ConfigError
-from ice_upload_sync.notify import (
+from ice_upload_sync.delivery import (
     DELIVERED,
-    DROP,
     GIVE_UP_AFTER_TRIES,
     NOT_TRIED,
     RETRY,
-    WAIT,
-    BadOutboxEntry,
     DeliveryResult,
     EndpointResult,
+    Outcome,
+    classify_status,
+)
+from ice_upload_sync.errors import ConfigError
+from ice_upload_sync.notify import (
+    DROP,
+    WAIT,
+    BadOutboxEntry,
+    EntryStatus,
     Owed,
     advance,
-    build_event,
-    classify_status,
     entry_status,
-    event_id,
     owes_notification,
     retry_delay_s,
-    webhook_headers,
+    try_now,
 )
+from ice_upload_sync.outbox import attempt
 from ice_upload_sync.records import STATES, UnencodableRecord, format_time
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -43,8 +47,8 @@ OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
 NEW_SECRET = "whsec_" + base64.b64encode(b"n" * 32).decode()
 T0 = datetime(2026, 11, 25, 3, 0, 0, tzinfo=timezone.utc)
 MAX_AGE = timedelta(hours=72)
-HOOK = NotifyEndpoint("https://hooks.example.com/ice?token=s3cr3t-token")
-OTHER = NotifyEndpoint("https://other.example.net/events")
+HOOK = webhook.Webhook(NotifyEndpoint("https://hooks.example.com/ice?token=s3cr3t-token"))
+OTHER = webhook.Webhook(NotifyEndpoint("https://other.example.net/events"))
 
 
 def secrets(*texts: str):
@@ -105,7 +109,7 @@ def test_our_signature_is_the_one_the_library_computes():
     moment = 1_780_000_000
     expected = Webhook(OLD_SECRET).sign(event.id, datetime.fromtimestamp(moment, tz=timezone.utc),
                                         event.body.decode())
-    assert notify.sign(event.id, moment, event.body, secrets(OLD_SECRET)) == expected
+    assert cloudevent.sign(event.id, moment, event.body, secrets(OLD_SECRET)) == expected
 
 
 def test_while_rotating_every_secret_signs_and_either_verifies():
@@ -262,7 +266,8 @@ def test_settings_repr_hides_keys_and_url_queries():
 
 def test_endpoint_key_is_a_digest_not_the_url():
     assert "token" not in HOOK.key and len(HOOK.key) == 16 and HOOK.key != OTHER.key
-    assert HOOK.host == "hooks.example.com" and HOOK.shown == "https://hooks.example.com/ice?<redacted>"
+    assert HOOK.host == "hooks.example.com" and HOOK.endpoint.shown == "https://hooks.example.com/ice?<redacted>"
+    assert (HOOK.key, HOOK.host) == (HOOK.endpoint.key, HOOK.endpoint.host)  # the target is known by its endpoint
 
 
 # ---------------------------------------------------------------- classification and backoff
@@ -280,6 +285,31 @@ def test_answers_are_classified(status, outcome):
     assert classify_status(status) == outcome
 
 
+def test_outcomes_and_entry_states_are_the_strings_they_always_were():
+    assert [outcome.value for outcome in Outcome] == ["delivered", "retry", "give_up_after_tries", "not_tried"]
+    assert [status.value for status in EntryStatus] == ["deliver", "wait", "drop", "reowe"]
+    assert RETRY == "retry" and WAIT == "wait" and f"{GIVE_UP_AFTER_TRIES} / {DROP}" == "give_up_after_tries / drop"
+    assert str(NOT_TRIED) == "not_tried" and json.dumps([DELIVERED, notify.REOWE]) == '["delivered", "reowe"]'
+
+
+def test_deliver_sends_through_each_targets_own_send():
+    class Recording:
+        key, host = "recording", "recording target"
+
+        def __init__(self):
+            self.sent = []
+
+        def send(self, event, timeout_s):
+            self.sent.append((event.id, timeout_s))
+            return delivery.SendResult(GIVE_UP_AFTER_TRIES, 400, "refused " * 50, retry_after_s=30)
+
+    event, target = build_event(final(), "cn-shanghai"), Recording()
+    (item,) = delivery.deliver(event, (target,), deadline=time.monotonic() + 5, timeout_s=2).results
+    assert target.sent == [(event.id, 2)]
+    assert (item.endpoint, item.outcome, item.status) == (target, GIVE_UP_AFTER_TRIES, 400)
+    assert len(item.error) == 200 and item.retry_after_s is None  # a wait is asked for with a retry only
+
+
 def test_backoff_doubles_from_a_minute_to_an_hour_with_jitter():
     top = [retry_delay_s(n, rand=lambda: 0.0) for n in range(1, 10)]
     assert top == [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
@@ -291,10 +321,10 @@ def test_backoff_doubles_from_a_minute_to_an_hour_with_jitter():
 
 
 def test_retry_after_is_read_as_seconds_or_a_date_and_capped():
-    assert notify._retry_after_s("120") == 120
-    assert notify._retry_after_s("99999") == notify.MAX_RETRY_S
-    assert notify._retry_after_s("soon") is None and notify._retry_after_s(None) is None
-    assert notify._retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert webhook._retry_after_s("120") == 120
+    assert webhook._retry_after_s("99999") == notify.MAX_RETRY_S
+    assert webhook._retry_after_s("soon") is None and webhook._retry_after_s(None) is None
+    assert webhook._retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
 
 
 # ---------------------------------------------------------------- the outbox entry and its policy
@@ -455,7 +485,7 @@ def test_a_target_is_given_up_after_its_own_tries_not_another_targets():
     """OTHER is retried (down) while HOOK is skipped twice; HOOK's first 403 is its first try, not the third."""
     entry = owed()
     for _ in range(2):
-        skipped = EndpointResult(HOOK, NOT_TRIED, error=notify.SKIPPED)
+        skipped = EndpointResult(HOOK, NOT_TRIED, error=delivery.SKIPPED)
         progress = advance(entry, result(EndpointResult(OTHER, RETRY, None, "timed out"), skipped),
                            now=T0, max_age=MAX_AGE)
         entry = progress.entry
@@ -479,20 +509,33 @@ def test_an_attempt_that_sent_nothing_counts_no_try():
     assert progress.entry == entry and not progress.settled
 
 
+@pytest.mark.parametrize("pending, down, time_left_s, sends", [
+    ((HOOK,), set(), 5.0, True),
+    ((HOOK,), set(), notify.MIN_TRY_S - 0.01, False),  # too little time left: the next sweep sends it
+    ((HOOK, OTHER), {HOOK.key}, 5.0, True),  # OTHER is up: it gets the event, HOOK is skipped
+    ((HOOK, OTHER), {HOOK.key, OTHER.key}, 5.0, False),  # every target it needs is down this invocation
+    ((), {HOOK.key}, 5.0, True),  # none pending: tried, so that it is settled
+])
+def test_an_invocation_leaves_an_entry_to_a_later_one_only_for_time_or_targets_down(pending, down, time_left_s,
+                                                                                     sends):
+    assert try_now(pending, down, time_left_s) is sends
+
+
 def test_an_entry_whose_endpoints_are_all_done_is_settled_without_sending():
-    progress = notify.attempt(owed(endpoints_done=(HOOK.key,)), final(), region="cn-shanghai", endpoints=(HOOK,),
-                              secrets=(), deadline=time.monotonic() + 5, now=T0, max_age=MAX_AGE)
+    progress = attempt(owed(endpoints_done=(HOOK.key,)), final(), region="cn-shanghai", targets=(HOOK,),
+                       deadline=time.monotonic() + 5, now=T0, max_age=MAX_AGE)
     assert progress.settled and not progress.delivered
 
 
 def test_deliver_with_no_time_left_sends_nothing_and_never_raises():
     event = build_event(final(), "cn-shanghai")
-    outcome = notify.deliver(event, (HOOK, OTHER), (WebhookSecret(b"k" * 32),), deadline=time.monotonic() - 1)
+    signed = tuple(replace(target, secrets=(WebhookSecret(b"k" * 32),)) for target in (HOOK, OTHER))
+    outcome = delivery.deliver(event, signed, deadline=time.monotonic() - 1)
     assert [item.outcome for item in outcome.results] == [NOT_TRIED, NOT_TRIED] and not outcome.delivered
 
 
 def test_a_failing_connection_is_a_retry_never_an_exception():
     # unit tests refuse sockets with an AssertionError: deliver still answers, and says what happened
     event = build_event(final(), "cn-shanghai")
-    outcome = notify.deliver(event, (HOOK,), (), deadline=time.monotonic() + 5)
+    outcome = delivery.deliver(event, (HOOK,), deadline=time.monotonic() + 5)
     assert outcome.results[0].outcome == RETRY and outcome.results[0].error.startswith("unexpected")

@@ -13,11 +13,11 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import List
 
-from ice_upload_sync import notify
+from ice_upload_sync.cloudevent import CloudEvent
 from ice_upload_sync.config import Settings
+from ice_upload_sync.delivery import DELIVERED, SendResult
 from ice_upload_sync.errors import StoreError
-from ice_upload_sync.eventbridge import PutResult
-from ice_upload_sync.notify import DELIVERED, Owed
+from ice_upload_sync.notify import Owed
 from ice_upload_sync.outbox import CLAIM_S, Outbox
 from ice_upload_sync.records import parse_time
 
@@ -35,14 +35,14 @@ class SlowBus:
 
     def __init__(self, latency_s: float = 0.0) -> None:
         self.latency_s = latency_s
-        self.events: List[notify.CloudEvent] = []
+        self.events: List[CloudEvent] = []
         self._lock = threading.Lock()
 
-    def put(self, event, timeout_s):
+    def send(self, event, timeout_s):
         time.sleep(self.latency_s)
         with self._lock:
             self.events.append(event)
-        return PutResult(DELIVERED, 200)
+        return SendResult(DELIVERED, 200)
 
 
 def outbox_over(store: MemoryStore, bus: SlowBus, minutes_after_now: float) -> Outbox:

@@ -14,9 +14,8 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from ice_upload_sync.config import Settings
-from ice_upload_sync.eventbridge import PutResult
+from ice_upload_sync.delivery import DELIVERED, RETRY, SendResult
 from ice_upload_sync.ice import Credentials
-from ice_upload_sync.notify import DELIVERED, RETRY
 from ice_upload_sync.outbox import Outbox
 from ice_upload_sync.records import parse_time
 from ice_upload_sync.stores import open_store
@@ -35,14 +34,14 @@ class GatedBus:
         self.events = []
         self._lock = threading.Lock()
 
-    def put(self, event, timeout_s):
+    def send(self, event, timeout_s):
         try:
             self.barrier.wait()
         except threading.BrokenBarrierError:
-            return PutResult(RETRY, None, "not in flight together")
+            return SendResult(RETRY, None, "not in flight together")
         with self._lock:
             self.events.append(event.id)
-        return PutResult(DELIVERED, 200)
+        return SendResult(DELIVERED, 200)
 
 
 def outbox_with(tmp_path, concurrency: int, bus):
