@@ -32,9 +32,10 @@ from ice_upload_sync.eventbridge import EventBridgeBus
 from ice_upload_sync.events import HttpCallback, SyncRequest, parse_event, parse_http_body
 from ice_upload_sync.ice import IceGateway, resolve_credentials
 from ice_upload_sync.logs import REQUEST_ID, use_json_lines
+from ice_upload_sync.outbox import Outbox
 from ice_upload_sync.redact import redact_urls
 from ice_upload_sync.stores import RecordStore, open_store
-from ice_upload_sync.sync import SyncService, invocation_deadline
+from ice_upload_sync.sync import SyncService, invocation_deadline, utc_now
 
 logger = logging.getLogger("ice_upload_sync")
 # How this instance is set up (CALLBACK_AUTH_KEY unset): for an FC instance serving ICE's callbacks;
@@ -51,6 +52,16 @@ class App:
     store: RecordStore
     service: SyncService
     bus: Optional[EventBridgeBus] = None  # NOTIFY_EVENTBRIDGE: completion events go there too
+
+    def bind(self, credentials: Any) -> None:
+        """Use these credentials from now on, for every client: FC's STS credentials rotate.
+
+        Nothing is built here: each client remembers them, and its SDK is imported on first use.
+        """
+        self.gateway.bind(credentials)
+        self.store.bind(credentials)
+        if self.bus is not None:
+            self.bus.bind(credentials)
 
 
 _app: Optional[App] = None
@@ -78,13 +89,13 @@ def _initialize(context: Any) -> None:
         setup_logger.warning("CALLBACK_AUTH_KEY is not set: HTTP callbacks are accepted without checking their "
                              "signature. Set it to the AuthKey of ICE's callback settings.")
     credentials = resolve_credentials(context)
-    gateway = IceGateway(settings)
-    gateway.bind(credentials)  # remembers them; the SDK is imported when a lookup needs it
+    gateway = IceGateway(settings)  # the SDK is imported when a lookup needs it
     store = open_store(settings, credentials)
     bus = EventBridgeBus(settings) if settings.notify_eventbridge_bus else None  # imports its SDK on first use
-    if bus is not None:
-        bus.bind(credentials)
-    _app = App(settings, gateway, store, SyncService(gateway, store, settings, bus=bus), bus)
+    outbox = Outbox(store, settings, utc_now, bus=bus)  # where completion events go
+    app = App(settings, gateway, store, SyncService(gateway, store, settings, outbox=outbox, clock=utc_now), bus)
+    app.bind(credentials)
+    _app = app
 
 
 def handler(event: Any, context: Any) -> Any:
@@ -101,11 +112,7 @@ def _handle(event: Any, context: Any) -> Any:
         initialize(context)
     app = _app
     assert app is not None
-    credentials = resolve_credentials(context)  # STS credentials rotate between invocations
-    app.gateway.bind(credentials)
-    app.store.bind(credentials)
-    if app.bus is not None:
-        app.bus.bind(credentials)
+    app.bind(resolve_credentials(context))  # STS credentials rotate between invocations
     try:
         parsed = parse_event(event)
     except BadRequest as exc:

@@ -1,11 +1,12 @@
-"""What the OpenAPI SDKs' clients share here: built on first use and rebuilt when the credentials
-rotate (``LazyClient``), and how their errors without an answer read (``unwrapped``).
+"""What every SDK client here shares: built on first use and rebuilt when the credentials rotate
+(``LazyClient``: ICE, EventBridge, OSS, Tablestore), and how the OpenAPI SDKs' errors without an
+answer read (``unwrapped``).
 
 The ICE and EventBridge SDKs cost a noticeable share of a cold start to import, so ``bind``
 (every invocation: FC's STS credentials rotate) only remembers the credentials, and the
 client is built, importing its SDK, by the first call that needs one. A client built with
-other credentials than the bound ones is rebuilt; otherwise it is kept with its connection
-pool. Safe to share between threads.
+other credentials than the bound ones (another key, secret or token) is rebuilt; otherwise it
+is kept with its connection pool. Safe to share between threads.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class LazyClient(Generic[_Client]):
         self._lock = threading.Lock()
         self._credentials: Any = None
         self._client: Optional[_Client] = None
-        self._client_credentials: Any = None
+        self._client_identity: Optional[Tuple[str, str, Optional[str]]] = None
 
     def bind(self, credentials: Any) -> None:
         """Use these credentials from now on. Cheap: builds and imports nothing."""
@@ -41,10 +42,17 @@ class LazyClient(Generic[_Client]):
             credentials = self._credentials
             if credentials is None:
                 raise self._missing()
-            if self._client is None or credentials != self._client_credentials:
+            identity = _identity(credentials)
+            if self._client is None or identity != self._client_identity:
                 self._client = self._build(credentials)
-                self._client_credentials = credentials
+                self._client_identity = identity
             return self._client
+
+
+def _identity(credentials: Any) -> Tuple[str, str, Optional[str]]:
+    """What makes credentials these credentials: FC hands over a new object every invocation."""
+    return (credentials.access_key_id, credentials.access_key_secret,
+            getattr(credentials, "security_token", None) or None)
 
 
 def unwrapped(exc: BaseException) -> Tuple[BaseException, str]:

@@ -5,9 +5,9 @@
                                                        [--profile] [--json]
 
 No ICE: the records a sweep would save (ICE's answers, normalized) are built in the measured
-process and written the way the sweep writes them: ``save_many`` in groups of 50 on as many
-writer threads as the store asks for (``write_concurrency``), or ``save`` on a pool of 8
-(``ICE_CONCURRENCY``) threads. Modes, each on a store seeded for it:
+process and written the way the sweep writes them: ``save_many`` in groups of 50 where the store
+``batches_writes``, else ``save`` one record at a time, on as many writer threads as the store asks
+for (``write_concurrency``), at most 8 (``ICE_CONCURRENCY``). Modes, each on a store seeded for it:
 
 - ``unchanged``: the record stored (``UPLOADING``) again: nothing to write;
 - ``finished``: ``UPLOADING`` stored, ``Success`` answered: every record rewritten final and
@@ -55,8 +55,8 @@ STORES = ("file", "oss", "tablestore")
 STARTED = int(os.environ.get("BENCH_STORE_WRITES_STARTED") or int(time.time()) // 3600 * 3600)
 CREATED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(STARTED - 3600))
 COMPLETED = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(STARTED))
-GROUP = 50  # records per save_many call: sync.py's SAVE_MANY_ANSWERS answers of 10
-POOL = 8  # writer threads for a store without save_many, or without write_concurrency (ICE_CONCURRENCY)
+GROUP = 50  # records per save_many call: writer.py's SAVE_MANY_ANSWERS answers of 10
+POOL = 8  # writer threads for a store without write_concurrency (ICE_CONCURRENCY)
 
 
 def job_id(index: int) -> str:
@@ -191,8 +191,7 @@ def child(config: Dict[str, str], mode: str, count: int, profile: bool) -> Dict[
         for name in real:
             setattr(os, name, wrap(name))
 
-    save_many = getattr(type(store), "save_many", None)
-    write_concurrency = getattr(store, "write_concurrency", POOL)
+    write_concurrency = min(POOL, store.write_concurrency or POOL)  # as the sweep's writer does
     if profile:
         import yappi
 
@@ -200,12 +199,12 @@ def child(config: Dict[str, str], mode: str, count: int, profile: bool) -> Dict[
         yappi.start()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    if save_many is not None:
+    if store.batches_writes:
         groups = [fresh[start:start + GROUP] for start in range(0, count, GROUP)]
         with ThreadPoolExecutor(write_concurrency) as pool:
             results = [result for group in pool.map(store.save_many, groups) for result in group]
     else:
-        with ThreadPoolExecutor(POOL) as pool:
+        with ThreadPoolExecutor(write_concurrency) as pool:
             results = list(pool.map(store.save, fresh))
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)

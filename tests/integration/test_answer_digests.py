@@ -14,19 +14,19 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 from ice_upload_sync.config import Settings
 from ice_upload_sync.events import SyncRequest
-from ice_upload_sync.ice import BatchOutcome, Credentials, IceAnswer
-from ice_upload_sync.records import UploadInfo
+from ice_upload_sync.ice import Credentials
 from ice_upload_sync.stores.base import Tracking
 from ice_upload_sync.stores.file import FileStore
 from ice_upload_sync.stores.tablestore import TablestoreStore
 from ice_upload_sync.sync import SyncService
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, TABLESTORE_INSTANCE
+from tests.support.fakes import ScriptedIce
 
 START = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
 CREATED = "2026-11-25T02:00:00Z"
@@ -38,22 +38,6 @@ UPLOADING = {**PROCESSING, "Status": "UPLOADING"}  # what ICE said earlier: a st
 SUCCEEDED = {**PROCESSING, "Status": "SUCCESS", "CompleteTime": "2026-11-25 02:30:00", "FileSize": "123"}
 
 
-class Ice:
-    """One instance's view of ICE: job ID -> the fields ICE answers for it."""
-
-    def __init__(self, jobs: Dict[str, dict]) -> None:
-        self.jobs = jobs
-        self.calls = 0
-
-    def lookup(self, job_ids, upload_urls, *, deadline, retry=True) -> Iterator[BatchOutcome]:
-        for start in range(0, len(job_ids), 10):
-            batch = tuple(job_ids[start:start + 10])
-            self.calls += 1
-            infos = tuple(UploadInfo.from_api({"JobId": j, **self.jobs[j]}) for j in batch if j in self.jobs)
-            missing = tuple(j for j in batch if j not in self.jobs)
-            yield BatchOutcome("JobIds", batch, IceAnswer(f"req-{self.calls}", infos, missing), None, 1)
-
-
 class Instance:
     """A SyncService on its own store object (its own process, as far as the store knows).
 
@@ -62,7 +46,7 @@ class Instance:
     """
 
     def __init__(self, new_store: Callable[[], Any], jobs: Dict[str, dict], *, knows_digests: bool = True) -> None:
-        self.ice = Ice(jobs)
+        self.ice = ScriptedIce(jobs)
         self.store = new_store()
         self.now = START
         self.saved: List[str] = []

@@ -3,7 +3,8 @@
 What must hold whatever happens (docs/durability.md): every file under ``jobs/`` and
 ``pending/`` is whole JSON (temporary files aside: dot-named, never read); a job whose
 record is not final has its marker, so the sweep finds it and repairs what a crash cut
-short; the merge rule holds between writers of any thread or process.
+short; the merge rule holds between writers of any thread or process. (What every store keeps,
+this one included, is tests/integration/test_store_contract.py's.)
 """
 from __future__ import annotations
 
@@ -180,13 +181,6 @@ def test_an_unchanged_answer_costs_one_read_and_no_write(store, root, monkeypatc
     assert not any(result.changed for result in results)
     assert sorted(reads) == sorted(str(root / "jobs" / f"{job(n)}.json") for n in range(20))  # no marker read
     assert calls.events == []
-
-
-def test_a_final_record_whose_marker_a_crash_left_behind_is_cleaned_up_by_the_next_save(store, root):
-    store.save(final())
-    (root / "pending" / "job00001").write_text(json.dumps({"job_id": "job00001", "first_seen_at": NOW}))
-    assert not store.save(final()).changed
-    assert list(store.pending_job_ids()) == []
 
 
 # ---------------------------------------------------------------- answer digests
@@ -417,21 +411,6 @@ def test_group_writers_in_two_processes_keep_the_merge_rule_and_never_deadlock(r
         assert all(store.load(f"job{n:05d}r{round_number}").state == "succeeded" for n in range(50))
     assert list(store.pending_job_ids()) == []
     check_whole_and_findable(root)
-
-
-def test_a_job_named_twice_in_a_group_is_merged_in_the_order_given(store):
-    results = store.save_many([record(ice_status="UPLOADING"), final(), record(ice_status="DOWNLOADING"),
-                               replace(final(completed_at=LATER), media_id="m2")])
-    assert [result.changed for result in results] == [True, True, False, True]
-    assert store.load("job00001").media_id == "m2" and list(store.pending_job_ids()) == []
-
-
-def test_one_bad_record_fails_alone_in_its_group(store, root):
-    bad = record(job(3), user_data={"a": float("nan")})
-    results = store.save_many([record(job(n)) for n in range(3)] + [bad] + [final(job(4))])
-    assert [isinstance(result, StoreError) for result in results] == [False, False, False, True, False]
-    assert store.load(job(3)) is None and not (root / "pending" / job(3)).exists()
-    assert sorted(store.pending_job_ids()) == [job(n) for n in range(3)]
 
 
 def test_writes_of_many_records_use_a_few_threads_and_the_unchanged_ones_none(store, monkeypatch):

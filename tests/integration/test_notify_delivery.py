@@ -31,7 +31,7 @@ from ice_upload_sync.webhook import webhooks
 
 from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.store_records import final, record
-from tests.unit.memory_store import MemoryStore
+from tests.support.fakes import MemoryStore
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 NEW_SECRET = "whsec_" + base64.b64encode(b"t" * 32).decode()

@@ -12,6 +12,7 @@ import zlib
 from typing import Iterator
 
 import pytest
+from ice_upload_sync import sweep as sweep_module
 from ice_upload_sync import sync
 
 from tests.scenario import load_event
@@ -24,7 +25,7 @@ def shard_event(shard: str) -> dict:
 
 
 class ListingClock:
-    """``time`` as ``sync.py`` sees it: still while the sweep has listed fewer than ``budget_jobs``
+    """``time`` as ``sync.py`` and ``sweep.py`` see it: still while the sweep has listed fewer than ``budget_jobs``
     pending jobs (counted as the store hands them over), an hour later from then on.
 
     So a sweep with a budget "runs out of time" exactly when it has taken that many jobs,
@@ -56,6 +57,7 @@ def clock(fc, monkeypatch) -> ListingClock:
 
     monkeypatch.setattr(store_class, "pending_job_ids", pending_job_ids)
     monkeypatch.setattr(sync, "time", clock)
+    monkeypatch.setattr(sweep_module, "time", clock)
     return clock
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Optional
 
 import pytest
 from hypothesis import example, given, settings
@@ -17,23 +17,20 @@ from ice_upload_sync import records
 from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import StoreError
 from ice_upload_sync.events import CallbackHint, SyncRequest
-from ice_upload_sync.ice import BatchOutcome, IceAnswer, parse_answer, parse_sdk_answer
+from ice_upload_sync.ice import parse_answer, parse_sdk_answer
 from ice_upload_sync.records import (
     JobRecord,
-    MergeResult,
     UploadInfo,
     answer_digest,
-    merge,
     normalize,
     normalize_time,
     normalize_user_data,
     parse_time,
 )
-from ice_upload_sync.stores import Tracked, Tracking
 from ice_upload_sync.sync import SyncService
 
 from tests.hostile_values import ANY_TEXT, ODD_TEXT
-from tests.unit.memory_store import MemoryStore
+from tests.support.fakes import MemoryStore, ScriptedIce
 
 SURROGATES = st.sampled_from(["\ud83d", "\ude00", "\udc00", "\ud800"])
 HOSTILE_TEXT = st.text(st.one_of(st.characters(), SURROGATES, st.sampled_from(list('{}[]":,\\NaInfy1e9+-.'))),
@@ -229,54 +226,7 @@ NOW = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
 CREATED = "2026-11-25T02:00:00Z"
 
 
-class Ice:
-    def __init__(self, jobs: Dict[str, dict]) -> None:
-        self.jobs = jobs
-
-    def lookup(self, job_ids, upload_urls, *, deadline, retry=True) -> Iterator[BatchOutcome]:
-        infos = tuple(UploadInfo.from_api({"JobId": j, **self.jobs[j]}) for j in job_ids if j in self.jobs)
-        yield BatchOutcome("JobIds", tuple(job_ids), IceAnswer("req", infos, ()), None, 1)
-
-
-class DigestStore(MemoryStore):
-    """Records, markers and bindings in dicts: a store that vouches for what it saved last.
-
-    No cursors and no tracking of its own; a record is merged with the time its job was tracked since.
-    """
-
-    load_cursor = None  # type: ignore[assignment]
-    save_cursor = None  # type: ignore[assignment]
-
-    def __init__(self, pending: List[str]) -> None:
-        super().__init__(pending)
-        self.bound: Dict[str, str] = {}
-        self.saved: List[str] = []
-        self.digest_failure: Optional[Exception] = None
-
-    def track(self, tracking: Tracking) -> Tracked:
-        return Tracked.ALREADY
-
-    def save(self, fresh: JobRecord) -> MergeResult:
-        self.saved.append(fresh.job_id)
-        return super().save(fresh)
-
-    def _merge(self, fresh: JobRecord) -> MergeResult:
-        marker = self.markers.get(fresh.job_id)
-        return merge(self.records.get(fresh.job_id), fresh, tracked_since=marker.first_seen_at if marker else None)
-
-    def _saved(self, fresh: JobRecord, result: MergeResult) -> None:
-        self.bound.pop(fresh.job_id, None)
-        super()._saved(fresh, result)
-        if not result.record.final and fresh.answer_digest is not None:
-            self.bound[fresh.job_id] = fresh.answer_digest
-
-    def answer_digests(self, job_ids):
-        if self.digest_failure is not None:
-            raise self.digest_failure
-        return {j: self.bound[j] for j in job_ids if j in self.bound}
-
-
-def sweep(store: DigestStore, ice: Ice, *, now: datetime = NOW, request: SyncRequest = None):
+def sweep(store: MemoryStore, ice: ScriptedIce, *, now: datetime = NOW, request: SyncRequest = None):
     service = SyncService(ice, store, Settings(), clock=lambda: now)
     store.saved.clear()
     return service.run(request or SyncRequest(source="timer", sweep=True), deadline=float("inf"))
@@ -287,16 +237,16 @@ def jobs(count: int, **fields: str) -> Dict[str, dict]:
 
 
 def test_answers_the_store_vouches_for_are_settled_without_saving():
-    ice = Ice(jobs(25))
-    store = DigestStore(list(ice.jobs))
+    ice = ScriptedIce(jobs(25))
+    store = MemoryStore(list(ice.jobs), vouches=True)
     assert sweep(store, ice).written == 25 and len(store.bound) == 25
     summary = sweep(store, ice)
     assert summary.unchanged == 25 and summary.written == 0 and store.saved == []
 
 
 def test_only_the_answers_that_changed_are_saved():
-    ice = Ice(jobs(25))
-    store = DigestStore(list(ice.jobs))
+    ice = ScriptedIce(jobs(25))
+    store = MemoryStore(list(ice.jobs), vouches=True)
     sweep(store, ice)
     ice.jobs["job0003"] = {**ice.jobs["job0003"], "Status": "PROCESSING"}
     ice.jobs["job0017"] = {**ice.jobs["job0017"], "UserData": '{"a": 1}'}
@@ -305,33 +255,33 @@ def test_only_the_answers_that_changed_are_saved():
 
 
 def test_a_vouched_job_past_its_age_is_expired_all_the_same():
-    ice = Ice(jobs(3))
-    store = DigestStore(list(ice.jobs))
+    ice = ScriptedIce(jobs(3))
+    store = MemoryStore(list(ice.jobs), vouches=True)
     sweep(store, ice)
     summary = sweep(store, ice, now=NOW + timedelta(hours=71))
-    assert summary.expired == 3 and {r.state for r in store.records.values()} == {"expired"}
+    assert summary.expired == 3 and {r.state for r in store.stored.values()} == {"expired"}
 
 
 def test_a_job_without_a_creation_time_takes_the_ordinary_way_which_counts_from_tracking():
-    ice = Ice({"job0001": {"Status": "UPLOADING"}})
-    store = DigestStore(["job0001"])
+    ice = ScriptedIce({"job0001": {"Status": "UPLOADING"}})
+    store = MemoryStore(["job0001"], vouches=True)
     sweep(store, ice)
     assert sweep(store, ice).unchanged == 1 and store.saved == ["job0001"]  # unchanged, but looked at in full
 
 
 def test_when_the_digests_cannot_be_read_every_job_is_checked_the_ordinary_way(caplog):
-    ice = Ice(jobs(5))
-    store = DigestStore(list(ice.jobs))
+    ice = ScriptedIce(jobs(5))
+    store = MemoryStore(list(ice.jobs), vouches=True)
     sweep(store, ice)
-    store.digest_failure = StoreError("disk on fire")
+    store.fail("answer_digests", error=StoreError("disk on fire"))
     summary = sweep(store, ice)
     assert summary.unchanged == 5 and summary.failed == [] and len(store.saved) == 5
     assert "cannot read the answer digests of 5 job(s)" in caplog.text
 
 
 def test_a_callback_hint_that_disagrees_is_still_logged(caplog):
-    ice = Ice(jobs(1))
-    store = DigestStore(list(ice.jobs))
+    ice = ScriptedIce(jobs(1))
+    store = MemoryStore(list(ice.jobs), vouches=True)
     sweep(store, ice)
     hint = CallbackHint("UploadByURLComplete", "job0000", None, "Success")
     request = SyncRequest(source="callback", job_ids=("job0000",), hints=(hint,))
@@ -348,8 +298,8 @@ def test_records_keep_the_digest_of_their_answer_but_never_show_it():
 
 
 def test_an_unknown_status_word_is_warned_about_at_every_look(caplog):
-    ice = Ice(jobs(2, Status="TRANSCODING_QUEUED"))
-    store = DigestStore(list(ice.jobs))
+    ice = ScriptedIce(jobs(2, Status="TRANSCODING_QUEUED"))
+    store = MemoryStore(list(ice.jobs), vouches=True)
     sweep(store, ice)
     caplog.clear()
     summary = sweep(store, ice)

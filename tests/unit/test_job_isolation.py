@@ -6,72 +6,29 @@ promise (a bug, an SDK error nobody translated): each such failure costs exactly
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Iterator, List, Optional, Sequence, Set, Union
+from typing import Set
 
 import pytest
-from ice_upload_sync import sync as sync_module
+from ice_upload_sync import writer as writer_module
 from ice_upload_sync.config import Settings
-from ice_upload_sync.errors import StoreError
 from ice_upload_sync.events import SyncRequest
-from ice_upload_sync.ice import BatchOutcome, IceAnswer
-from ice_upload_sync.records import JobRecord, MergeResult, UploadInfo
-from ice_upload_sync.stores import Tracked, Tracking
 from ice_upload_sync.sync import SyncService
 
-from tests.unit import memory_store
+from tests.support.fakes import MemoryStore, ScriptedIce
 
 NOW = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
 JOBS = tuple(f"job{n:05d}" for n in range(25))
 BAD = "job00013"
 
 
-class Gateway:
-    """ICE answering every job as uploading, 10 per call."""
-
-    def lookup(self, job_ids, upload_urls, *, deadline, retry=True) -> Iterator[BatchOutcome]:
-        for start in range(0, len(job_ids), 10):
-            batch = tuple(job_ids[start:start + 10])
-            infos = tuple(UploadInfo(j, status="UPLOADING") for j in batch)
-            yield BatchOutcome("JobIds", batch, IceAnswer(f"req-{start}", infos, ()), None, 1)
-
-
-class MemoryStore(memory_store.MemoryStore):
-    """Records in a dict, every job pending; ``broken`` jobs make the named method raise ``error``."""
-
-    def __init__(self, broken: Set[str] = frozenset(), method: str = "save", error: Exception = RuntimeError("bug")):
-        super().__init__(JOBS)
-        self.broken, self.method, self.error = broken, method, error
-
-    def _check(self, method: str, job_id: str) -> None:
-        if method == self.method and job_id in self.broken:
-            raise self.error
-
-    def tracking(self, job_id: str) -> Optional[Tracking]:
-        self._check("tracking", job_id)
-        return Tracking(job_id, "2026-11-25T02:00:00Z", "timer")
-
-    def track(self, tracking: Tracking) -> Tracked:
-        return Tracked.ALREADY
-
-    def save(self, fresh: JobRecord) -> MergeResult:
-        self._check("save", fresh.job_id)
-        return super().save(fresh)
-
-    def _saved(self, fresh: JobRecord, result: MergeResult) -> None:
-        pass  # every job stays pending
-
-
-class BatchingStore(MemoryStore):
-    """A store with ``save_many`` that a bad record breaks as a whole (an untranslated SDK error)."""
-
-    def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
-        if any(record.job_id in self.broken for record in records):
-            raise TypeError("the SDK cannot encode a row")
-        return [self.save(record) for record in records]
+def pending(**knobs) -> MemoryStore:
+    """The memory store with every job pending, and kept pending by its saves."""
+    return MemoryStore(JOBS, keeps_pending=True, **knobs)
 
 
 def run(store, request: SyncRequest):
-    service = SyncService(Gateway(), store, Settings(), clock=lambda: NOW)
+    ice = ScriptedIce(default={"Status": "UPLOADING"})  # every job, 10 per call
+    service = SyncService(ice, store, Settings(), clock=lambda: NOW)
     return service.run(request, deadline=float("inf"))
 
 
@@ -86,31 +43,33 @@ def not_recorded(summary) -> Set[str]:
 
 
 @pytest.mark.parametrize("store", [
-    MemoryStore({BAD}, "save"),
-    MemoryStore({BAD}, "save", OSError(28, "No space left on device")),
-    MemoryStore({BAD}, "tracking", KeyError("first_seen_at")),  # read while deciding expiry
-    BatchingStore({BAD}, "save", ValueError("bad row")),  # save_many fails whole, save fails alone
+    pending().fail("save", {BAD}, RuntimeError("bug")),
+    pending().fail("save", {BAD}, OSError(28, "No space left on device")),
+    pending().fail("tracking", {BAD}, KeyError("first_seen_at")),  # read while deciding expiry
+    # save_many fails whole (an untranslated SDK error), save fails alone
+    pending(batches_writes=True).fail("save_many", {BAD}, TypeError("the SDK cannot encode a row"))
+                                .fail("save", {BAD}, ValueError("bad row")),
 ], ids=["bug", "raw-oserror", "tracking", "save-many"])
 def test_a_store_failing_one_job_unexpectedly_fails_that_job_alone(store, caplog):
     summary = sweep(store)
     assert not_recorded(summary) == {BAD} and summary.written == len(JOBS) - 1
-    assert set(store.records) == set(JOBS) - {BAD}
+    assert set(store.stored) == set(JOBS) - {BAD}
     assert summary.complete and summary.cursor is None
     assert any(BAD in line for line in caplog.messages)
 
 
 def test_a_normalizer_that_raises_fails_its_job_alone(monkeypatch, caplog):
-    real = sync_module.normalize
+    real = writer_module.normalize
 
     def normalize(info, **options):
         if info.job_id == BAD:
             raise OverflowError("cannot convert float infinity to integer")
         return real(info, **options)
 
-    monkeypatch.setattr(sync_module, "normalize", normalize)
-    store = MemoryStore()
+    monkeypatch.setattr(writer_module, "normalize", normalize)
+    store = pending()
     summary = sweep(store)
-    assert not_recorded(summary) == {BAD} and set(store.records) == set(JOBS) - {BAD}
+    assert not_recorded(summary) == {BAD} and set(store.stored) == set(JOBS) - {BAD}
     assert any(BAD in line and "normalize" in line for line in caplog.messages)
 
 
@@ -120,9 +79,9 @@ def test_a_bug_past_every_per_job_guard_fails_the_jobs_it_left_unsettled_not_the
             raise RuntimeError("bug")
         return real_save_all(self, records, now, report)
 
-    real_save_all = SyncService._save_all
-    monkeypatch.setattr(SyncService, "_save_all", save_all)
-    store = MemoryStore()
+    real_save_all = writer_module.RecordWriter._save_all
+    monkeypatch.setattr(writer_module.RecordWriter, "_save_all", save_all)
+    store = pending()
     summary = run(store, SyncRequest(source="direct", job_ids=JOBS))
     batch = set(JOBS[10:20])  # the answer holding the bad job
-    assert not_recorded(summary) == batch and set(store.records) == set(JOBS) - batch
+    assert not_recorded(summary) == batch and set(store.stored) == set(JOBS) - batch

@@ -22,7 +22,7 @@ from ice_upload_sync.outbox import CLAIM_S, Outbox
 from ice_upload_sync.records import parse_time
 
 from tests.store_records import NOW, at_once, final, record
-from tests.unit.memory_store import MemoryStore
+from tests.support.fakes import MemoryStore
 
 ANNOUNCED = ("succeeded", "failed", "expired")
 

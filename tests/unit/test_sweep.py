@@ -2,24 +2,21 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 import zlib
 from datetime import datetime, timezone
-from typing import Iterator, List, Sequence
+from typing import List
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ice_upload_sync.config import Settings
-from ice_upload_sync.errors import BadRequest, StoreError, SyncIncomplete, UpstreamError
+from ice_upload_sync.errors import BadRequest, SyncIncomplete
 from ice_upload_sync.events import Shard, SyncRequest, parse_event, parse_shard, shard_of
-from ice_upload_sync.ice import BatchOutcome, IceAnswer
-from ice_upload_sync.records import UploadInfo
 from ice_upload_sync.stores.base import RecordStore
-from ice_upload_sync.sync import LIST_CAP, SyncService, _capability
+from ice_upload_sync.sync import LIST_CAP, SyncService
 
-from tests.unit.memory_store import MemoryStore
+from tests.support.fakes import MemoryStore, ScriptedIce
 
 NOW = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
 CREATED = "2026-11-25T02:00:00Z"
@@ -30,60 +27,9 @@ def ids(count: int, prefix: str = "job") -> List[str]:
     return [f"{prefix}{n:05d}" for n in range(count)]
 
 
-class Ice:
-    """Answers every job as still uploading; records which batches it was asked, in which thread."""
-
-    def __init__(self, *, latency_s: float = 0.0, unknown: Sequence[str] = (), fail: Sequence[str] = ()) -> None:
-        self.latency_s = latency_s
-        self.unknown = set(unknown)
-        self.fail = set(fail)
-        self.batches: List[tuple] = []
-        self._lock = threading.Lock()
-
-    def lookup(self, job_ids, upload_urls, *, deadline, retry=True) -> Iterator[BatchOutcome]:
-        for start in range(0, len(job_ids), 10):
-            batch = tuple(job_ids[start:start + 10])
-            with self._lock:
-                self.batches.append(batch)
-            if self.latency_s:
-                time.sleep(self.latency_s)
-            if self.fail & set(batch):
-                yield BatchOutcome("JobIds", batch, None, UpstreamError("InvalidParameter"), 1)
-                continue
-            infos = tuple(UploadInfo(j, status="UPLOADING", creation_time=CREATED) for j in batch
-                          if j not in self.unknown)
-            missing = tuple(j for j in batch if j in self.unknown)
-            yield BatchOutcome("JobIds", batch, IceAnswer("req", infos, missing), None, 1)
-
-    @property
-    def checked(self) -> List[str]:
-        return [j for batch in self.batches for j in batch]
-
-
-class BatchingStore(MemoryStore):
-    def __init__(self, pending: Sequence[str] = ()) -> None:
-        super().__init__(pending)
-        self.calls: List[int] = []
-
-    def save_many(self, records):
-        self.calls.append(len(records))
-        results = []
-        for record in records:
-            try:
-                results.append(MemoryStore.save(self, record))
-            except StoreError as exc:
-                results.append(exc)
-        return results
-
-
-class CursorlessStore(MemoryStore):
-    """A store from before cursors: no load_cursor / save_cursor, and no ``after``."""
-
-    load_cursor = None  # type: ignore[assignment]
-    save_cursor = None  # type: ignore[assignment]
-
-    def pending_job_ids(self) -> Iterator[str]:  # type: ignore[override]
-        return iter(sorted(self.markers))
+def uploading(**knobs) -> ScriptedIce:
+    """ICE answering every job as still uploading (``knobs``: what ``ScriptedIce`` does otherwise)."""
+    return ScriptedIce(default={"Status": "UPLOADING", "CreationTime": CREATED}, **knobs)
 
 
 def service(store, ice, **settings) -> SyncService:
@@ -144,7 +90,7 @@ def test_a_bad_shard_request_is_refused(event):
 
 @pytest.mark.parametrize("count", [1, 10, 11, 257])
 def test_a_sweep_asks_ice_exactly_once_per_ten_jobs(count):
-    store, ice = MemoryStore(ids(count)), Ice()
+    store, ice = MemoryStore(ids(count)), uploading()
     summary = sweep(store, ice, ice_concurrency=4)
     assert summary.api_calls == math.ceil(count / 10) == len(ice.batches)
     assert sorted(ice.checked) == ids(count) and summary.checked == summary.written == count
@@ -152,7 +98,7 @@ def test_a_sweep_asks_ice_exactly_once_per_ten_jobs(count):
 
 
 def test_lookups_run_in_parallel():
-    store, ice = MemoryStore(ids(80)), Ice(latency_s=0.05)
+    store, ice = MemoryStore(ids(80)), uploading(latency_s=0.05)
     started = time.monotonic()
     summary = sweep(store, ice, ice_concurrency=8)
     assert summary.written == 80 and time.monotonic() - started < 0.3  # 8 batches x 50 ms, not in series
@@ -160,46 +106,57 @@ def test_lookups_run_in_parallel():
 
 def test_without_save_many_records_are_written_by_a_pool_of_threads():
     store = MemoryStore(ids(200))
-    summary = sweep(store, Ice(latency_s=0.002), ice_concurrency=4)
+    summary = sweep(store, uploading(latency_s=0.002), ice_concurrency=4)
     assert summary.written == 200 and all(name.startswith("store") for name in store.saved_by)
 
 
 def test_a_store_that_batches_gets_five_answers_per_save_many():
-    store = BatchingStore(ids(125))
-    summary = sweep(store, Ice())
-    assert sorted(store.calls) == [25, 50, 50] and summary.written == 125
+    store = MemoryStore(ids(125), batches_writes=True)
+    summary = sweep(store, uploading())
+    assert sorted(store.save_many_calls) == [25, 50, 50] and summary.written == 125
     assert store.saved_by and all(name.startswith("store") for name in store.saved_by)
 
 
 def test_a_direct_request_to_a_store_that_batches_is_written_in_one_call():
-    store = BatchingStore()
+    store = MemoryStore(batches_writes=True)
     jobs = tuple(ids(30))
-    summary = service(store, Ice()).run(SyncRequest(source="direct", job_ids=jobs, track=True),
-                                        deadline=time.monotonic() + 60)
-    assert store.calls == [30] and summary.written == 30 and summary.tracked == 30
+    summary = service(store, uploading()).run(SyncRequest(source="direct", job_ids=jobs, track=True),
+                                              deadline=time.monotonic() + 60)
+    assert store.save_many_calls == [30] and summary.written == 30 and summary.tracked == 30
 
 
 def test_save_many_failures_are_reported_per_record():
-    store = BatchingStore(ids(10))
+    store = MemoryStore(ids(10), batches_writes=True)
     store.unwritable = {"job00003"}
-    summary = sweep(store, Ice())
+    summary = sweep(store, uploading())
     # the job keeps its pending marker, so the next sweep retries it: deferred, not failed (no raise)
     assert summary.deferred == ["job00003"] and summary.failed == [] and summary.written == 9
 
 
-def test_the_protocol_placeholders_are_not_capabilities():
-    class Declared(RecordStore):  # a store that names the protocol as its base class
+def test_a_store_that_leaves_the_defaults_is_swept_one_answer_at_a_time_without_digests():
+    class Minimal(MemoryStore):  # only the primitives: the rest as the base class has it
+        answer_digests = RecordStore.answer_digests
+
+    store = Minimal(ids(3))
+    assert not Minimal.batches_writes and Minimal.write_concurrency is None
+    summary = sweep(store, uploading())
+    assert summary.complete and summary.checked == 3 and summary.written == 3
+    assert store.answer_digests(ids(3)) == {}
+
+
+def test_a_store_missing_a_primitive_cannot_be_made():
+    class Forgetful(RecordStore):  # no primitives at all
         pass
 
-    assert _capability(Declared(), "save_many") is None and _capability(Declared(), "load_cursor") is None
-    assert _capability(BatchingStore(), "save_many") is not None
+    with pytest.raises(TypeError, match="abstract"):
+        Forgetful()  # type: ignore[abstract]
 
 
 # ---------------------------------------------------------------- cursor, wraparound, budget
 
 
 def test_a_sweep_resumes_after_the_cursor_and_wraps_around_to_it():
-    store, ice = MemoryStore(ids(30)), Ice()
+    store, ice = MemoryStore(ids(30)), uploading()
     store.cursors["sweep"] = "job00014"
     summary = sweep(store, ice, ice_concurrency=1)
     assert ice.checked == ids(30)[15:] + ids(30)[:15]
@@ -210,7 +167,7 @@ def test_a_sweep_that_meets_its_budget_leaves_a_cursor_and_the_next_one_continue
     store = MemoryStore(ids(50))
     seen: List[str] = []
     for _ in range(3):
-        ice = Ice(latency_s=0.1)
+        ice = uploading(latency_s=0.1)
         # budget 0.05 s: the two batches of the first window start, nothing after them
         summary = sweep(store, ice, ice_concurrency=1, sweep_budget_s=0.05)
         assert not summary.complete and summary.checked == 20 and summary.cursor == ice.checked[-1]
@@ -219,31 +176,16 @@ def test_a_sweep_that_meets_its_budget_leaves_a_cursor_and_the_next_one_continue
     assert seen == ids(50) + ids(50)[:10]  # the third run wrapped around: nobody starves
 
 
-def test_a_store_without_cursors_is_swept_from_the_start():
-    store = CursorlessStore(ids(30))
-    ice = Ice(latency_s=0.1)
-    summary = sweep(store, ice, ice_concurrency=1, sweep_budget_s=0.05)
-    assert not summary.complete and summary.cursor is None and ice.checked == ids(20)
-
-
 def test_batches_that_ran_out_of_time_are_not_passed_by_the_cursor():
-    class Deadline(Ice):
-        def lookup(self, job_ids, upload_urls, *, deadline, retry=True):
-            if job_ids[0] == "job00010":
-                error = UpstreamError("no time left", code="Deadline", retryable=True)
-                yield BatchOutcome("JobIds", tuple(job_ids), None, error, 0)
-                return
-            yield from super().lookup(job_ids, upload_urls, deadline=deadline, retry=retry)
-
     store = MemoryStore(ids(30))
-    summary = sweep(store, Deadline(), ice_concurrency=1)
+    summary = sweep(store, uploading(out_of_time=["job00010"]), ice_concurrency=1)
     assert not summary.complete and summary.cursor == store.cursors["sweep"] == "job00009"
     assert summary.deferred_count == 10 and summary.failed == []
 
 
 def test_a_shard_sweeps_only_its_jobs_with_a_cursor_of_its_own():
     jobs = ids(100)
-    store, ice = MemoryStore(jobs), Ice(latency_s=0.1)
+    store, ice = MemoryStore(jobs), uploading(latency_s=0.1)
     request = SyncRequest(source="timer", sweep=True, shard=Shard(1, 3))
     summary = sweep(store, ice, request, ice_concurrency=1, sweep_budget_s=0.05)
     mine = [j for j in jobs if zlib.crc32(j.encode()) % 3 == 1]
@@ -256,7 +198,7 @@ def test_a_shard_sweeps_only_its_jobs_with_a_cursor_of_its_own():
 
 def test_the_answer_lists_at_most_a_hundred_ids_of_each_kind_with_their_counts():
     unknown = ids(250, "gone")
-    summary = service(MemoryStore(), Ice(unknown=unknown)).run(
+    summary = service(MemoryStore(), uploading(unknown=unknown)).run(
         SyncRequest(source="direct", job_ids=tuple(unknown)), deadline=time.monotonic() + 60)
     answer = summary.to_dict()
     assert len(answer["not_found"]) == LIST_CAP and answer["not_found_count"] == 250
@@ -268,7 +210,7 @@ def test_the_handler_raises_when_any_job_failed_even_past_the_listed_hundred(mon
 
     store = MemoryStore()  # untracked jobs: nothing would retry them, so their failure raises
     store.unwritable = set(ids(150))
-    app = index.App(Settings(), Ice(), store, service(store, Ice()))  # type: ignore[arg-type]
+    app = index.App(Settings(), uploading(), store, service(store, uploading()))  # type: ignore[arg-type]
     with pytest.raises(SyncIncomplete) as raised:
         index._run(app, SyncRequest(source="direct", job_ids=tuple(ids(150))), None, time.monotonic() + 60,
                    time.monotonic())
@@ -277,7 +219,7 @@ def test_the_handler_raises_when_any_job_failed_even_past_the_listed_hundred(mon
 
 
 def test_the_cursor_follows_batches_finishing_out_of_order_and_stops_at_a_gap():
-    from ice_upload_sync.sync import _Progress
+    from ice_upload_sync.sweep import _Progress
 
     progress = _Progress()
     progress.finished(1, "b", checked=True)

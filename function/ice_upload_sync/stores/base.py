@@ -1,13 +1,13 @@
 """The record store interface every adapter implements."""
 from __future__ import annotations
 
+import abc
 import enum
 import json
 import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Generic, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StoreError
@@ -85,56 +85,53 @@ def in_fc_region(region: str, environ: Optional[Mapping[str, str]] = None) -> bo
     return in_fc and fc_region in ("", region)
 
 
-_Client = TypeVar("_Client")
-
-
-class ClientCache(Generic[_Client]):
-    """A store's SDK client for the current credentials: built on first ``bind``, rebuilt only when they change.
-
-    FC's STS credentials rotate between invocations; rebuilding on every call would throw
-    away the connection pool. ``build(key_id, secret, token)`` makes a client.
-    """
-
-    def __init__(self, build: Callable[[str, str, Optional[str]], _Client]) -> None:
-        self._build = build
-        self._lock = threading.Lock()
-        self._client: Optional[_Client] = None
-        self._identity: Optional[Tuple[str, str, Optional[str]]] = None
-
-    def bind(self, credentials: Any) -> None:
-        identity = (credentials.access_key_id, credentials.access_key_secret,
-                    getattr(credentials, "security_token", None) or None)
-        with self._lock:
-            if self._client is None or identity != self._identity:
-                self._client = self._build(*identity)
-                self._identity = identity
-
-    @property
-    def current(self) -> Optional[_Client]:
-        return self._client
-
-
-class RecordStore(Protocol):
+class RecordStore(abc.ABC):
     """One record per job plus a pending marker while the job is tracked and not final.
 
-    ``save`` applies ``records.merge`` atomically against what is stored, creates the
-    marker before a non-final record is written and removes it after a final one, so
-    a crash between the two never hides a job from the sweep.
-
-    Optional, found with ``getattr`` by ``SyncService``: the methods marked so below, and
-    an int attribute ``write_concurrency``, the most writer threads worth running (the file
-    store says 1: its writes are local syscalls; without it, ``ICE_CONCURRENCY``).
+    Every store inherits this class and implements its abstract primitives (docs/architecture.md
+    lists them): what a save does is decided by ``saving.plan_save``, and a store only carries the
+    plan out with its own atomicity. What it may leave alone has a working default here, so no
+    caller ever probes a store for a capability.
     """
 
+    notify_states: Tuple[str, ...] = ()  # set by open_store from NOTIFY_STATES (empty: no events owed)
+    # the most writer threads worth running (None: ICE_CONCURRENCY); the file store says 1: its
+    # writes are local syscalls that would only fight over the interpreter lock
+    write_concurrency: Optional[int] = None
+    # ``save_many`` writes many records for about the cost of one (Tablestore: a BatchWriteRow; the
+    # file store: one fsync of its folder for the group): the sweep then hands it several answers at
+    # once. Otherwise each record is saved on its own, several at once (``write_concurrency``).
+    batches_writes: bool = False
+
+    @abc.abstractmethod
     def describe(self) -> str: ...
 
     def bind(self, credentials: Any) -> None:
-        """Use these credentials from now on (FC's STS credentials rotate); no-op where unused."""
+        """Use these credentials from now on (FC's STS credentials rotate). Default: unused."""
+        return None
 
+    @abc.abstractmethod
     def load(self, job_id: str) -> Optional[JobRecord]: ...
 
-    def save(self, fresh: JobRecord) -> MergeResult: ...
+    @abc.abstractmethod
+    def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
+        """Save each record (the one write path): one result per record, in the same order.
 
+        Each is its ``MergeResult``, or the ``StoreError`` that kept it from being written (the
+        others are still written). A job named twice is saved in the order given. Saving means
+        carrying out ``saving.plan_save``: the entry owed first, then the marker opened, the
+        record written, its answer digest bound, the marker of a final job removed; atomically
+        against other writers, and durably before the result is returned.
+        """
+
+    def save(self, fresh: JobRecord) -> MergeResult:
+        """``save_many`` for one record; its ``StoreError`` raised."""
+        result = self.save_many([fresh])[0]
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    @abc.abstractmethod
     def track(self, tracking: Tracking) -> Tracked:
         """Create the marker unless the job is already tracked or ICE made it final.
 
@@ -142,8 +139,10 @@ class RecordStore(Protocol):
         check for it means ICE may have an outcome, and the next sweep must be able to record it.
         """
 
+    @abc.abstractmethod
     def tracking(self, job_id: str) -> Optional[Tracking]: ...
 
+    @abc.abstractmethod
     def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
         """Every tracked, non-final job, streamed page by page, in ascending ``job_id`` order.
 
@@ -151,6 +150,18 @@ class RecordStore(Protocol):
         there (its cursor) and then wraps around to the start.
         """
 
+    @abc.abstractmethod
+    def load_cursor(self, name: str) -> Optional[str]:
+        """The last job ID the sweep called ``name`` checked, or None (start from the top).
+
+        Names are ``sweep`` or ``sweep-<i>-of-<K>`` for a shard.
+        """
+
+    @abc.abstractmethod
+    def save_cursor(self, name: str, value: Optional[str]) -> None:
+        """Remember where the sweep ``name`` stopped; None forgets it (start over)."""
+
+    @abc.abstractmethod
     def records(self, after: Optional[str] = None, *,
                 unreadable: Optional[Unreadable] = None) -> Iterator[JobRecord]:
         """Every record in ascending ``job_id`` order (after ``after``), streamed a page at a time.
@@ -161,18 +172,10 @@ class RecordStore(Protocol):
         skipped, so one bad record never hides the others.
         """
 
-    # -- optional capabilities: SyncService looks for them with ``getattr`` ---------
-
-    def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
-        """Optional. ``save`` for many records at once (Tablestore: BatchWriteRow).
-
-        One result per record, in the same order: its ``MergeResult``, or the ``StoreError``
-        that kept it from being written (the others are still written). A store without it
-        is written with a bounded thread pool over ``save`` (about ``ICE_CONCURRENCY``).
-        """
+    # -- with working defaults ------------------------------------------------------
 
     def answer_digests(self, job_ids: Sequence[str]) -> Mapping[str, str]:
-        """Optional. What lets a sweep settle an unchanged answer with one cheap read and no normalizing.
+        """What lets a sweep settle an unchanged answer with one cheap read and no normalizing.
 
         ``save`` binds ``fresh.answer_digest`` (the digest of the ICE answer item the record
         was normalized from; None for records not made from one) to the record it leaves
@@ -195,11 +198,10 @@ class RecordStore(Protocol):
     # -- the outbox of completion events (contract section 9; outbox.py delivers) ---------
     #
     # ``notify_states`` (set by ``open_store`` from NOTIFY_STATES when NOTIFY_URL is set; empty:
-    # no notifications) tells ``save`` / ``save_many`` which states are announced. When a save
-    # changes a record and ``notify.owes_notification(stored, merged, notify_states)`` is true,
-    # the store writes ``Owed.for_record(merged, merged.updated_at)`` with ``owe`` BEFORE it
-    # writes the record (durably, like the pending marker), and returns the MergeResult with
-    # ``owed=True``. One entry per job: a later announced state replaces it. Entries of final
+    # no notifications) tells ``save_many`` which states are announced. When ``plan_save`` says a
+    # save owes an event (``SavePlan.owe``), the store writes that entry with ``owe`` BEFORE it
+    # writes the record (durably, like the pending marker), and returns the plan's MergeResult
+    # (``owed=True``). One entry per job: a later announced state replaces it. Entries of final
     # jobs stay after their marker goes: sweeps list the outbox on its own.
     #
     # Sending is claimed (contract section 9): an invocation ``claim``s an entry before it sends
@@ -210,16 +212,17 @@ class RecordStore(Protocol):
     # condition on the ``event_id`` and ``claim`` columns). ``owe`` is not: a newer state's
     # entry replaces the older one, claimed or not, and the holder's settle then leaves it.
 
-    notify_states: Tuple[str, ...] = ()
-
+    @abc.abstractmethod
     def owe(self, entry: Owed) -> None:
         """Create or replace the job's outbox entry with ``entry``, its claim as given (file/OSS:
         ``<root>/outbox/<job_id>``)."""
 
+    @abc.abstractmethod
     def owed(self, after: Optional[str] = None) -> Iterator[Owed]:
         """Every outbox entry in ascending ``job_id`` order, a page at a time; an entry that does
         not parse (``BadOutboxEntry``) is logged and skipped."""
 
+    @abc.abstractmethod
     def claim(self, entry: Owed, holder: str, now: datetime, until: datetime) -> Optional[Owed]:
         """Claim the job's entry for ``holder`` until ``until``, before sending it.
 
@@ -229,20 +232,12 @@ class RecordStore(Protocol):
         state replaced it, or it is gone; the caller leaves it alone.
         """
 
+    @abc.abstractmethod
     def settle(self, entry: Owed) -> bool:
         """Remove the job's entry if it still has ``entry.claim_key`` (never a newer state's, nor one
         claimed since); True if removed."""
 
+    @abc.abstractmethod
     def reschedule(self, entry: Owed) -> bool:
         """Replace the job's entry with ``entry.released()`` if it still has ``entry.claim_key``: the
         holder's next attempt, its claim given up. True if replaced."""
-
-    def load_cursor(self, name: str) -> Optional[str]:
-        """Optional. The last job ID the sweep called ``name`` checked, or None.
-
-        Names are ``sweep`` or ``sweep-<i>-of-<K>`` for a shard. A store without cursors
-        is swept from the start every time.
-        """
-
-    def save_cursor(self, name: str, value: Optional[str]) -> None:
-        """Optional. Remember where the sweep ``name`` stopped; None forgets it (start over)."""

@@ -34,14 +34,15 @@ import os
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import StoreError
-from ..notify import BadOutboxEntry, Owed, owes_notification
-from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json, settled_by_ice
-from .base import Tracked, Tracking, Unreadable, read_or_skip
+from ..notify import BadOutboxEntry, Owed
+from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, record_json, settled_by_ice
+from ..saving import SavePlan, plan_save
+from .base import RecordStore, Tracked, Tracking, Unreadable, read_or_skip
 
 try:  # POSIX (FC, Linux, macOS); elsewhere the thread locks still hold within one process
     import fcntl
@@ -86,32 +87,24 @@ def _stripe(job_id: str) -> int:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """One record of a group write, as merged under its job's lock."""
+class _Job:
+    """One record of a group write: its ``SavePlan``, made under the job's lock, and what carrying it out needs."""
 
     index: int  # in the records given to save_many
     fresh: JobRecord
-    result: MergeResult
-    data: Optional[bytes]  # the record to write, or None when the merge changes nothing
-    opening: Optional[Tracking]  # the marker to create first (a non-final job that has none)
-    untrack: bool  # final, and its marker exists: removed once the record is durable
+    plan: SavePlan
+    data: Optional[bytes]  # the record to write (encoded), or None when the stored one stands
     stored_identity: Optional[Identity]  # of the record file read under the lock
-    marker: Optional[dict]  # the marker as stored (None: none, or not a JSON object)
-    owe: Optional[Owed] = None  # the outbox entry to write before the record (notify_states)
-
-    @property
-    def binds(self) -> bool:
-        """The record left stored will hold ``fresh``'s information, not final: bind its answer digest."""
-        return self.fresh.answer_digest is not None and not self.result.record.final
+    marker: Optional[dict]  # the marker as stored, or as opened now (None: none, or not a JSON object)
 
 
-class FileStore:
+class FileStore(RecordStore):
     # One writer thread: an answer that changes nothing costs a read, and more threads would
     # only contend for the interpreter lock; ``save_many`` spreads the durable writes of the
     # records that did change over its own pool (FSYNC_THREADS). Measured with two writers:
     # 2,000 changed jobs 2.6x the ideal instead of 2.8x, 5,000 unchanged 1.24x instead of 1.17x.
     write_concurrency = 1
-    notify_states: Tuple[str, ...] = ()  # set by open_store: the states announced (empty: none)
+    batches_writes = True  # save_many: the group's records fsynced together, ``jobs/`` synced once
 
     def __init__(self, root: str, *, create: bool = True) -> None:
         """``create=False`` (the operator's read commands): create nothing, and refuse a folder that
@@ -339,12 +332,6 @@ class FileStore:
                 vouched[job_id] = binding["digest"]
         return vouched
 
-    def save(self, fresh: JobRecord) -> MergeResult:
-        result = self.save_many([fresh])[0]
-        if isinstance(result, StoreError):
-            raise result
-        return result
-
     def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
         """``save`` for each record; one result per record, in order, each durable when returned.
 
@@ -375,24 +362,22 @@ class FileStore:
         return results  # type: ignore[return-value]  # every index is settled above
 
     def _settled_without_writing(self, fresh: JobRecord) -> Optional[MergeResult]:
-        """The merge's answer when it writes nothing (read without the lock), else None.
+        """The save's result when its plan writes nothing (read without the lock), else None.
 
         Records and markers are replaced by rename, so what is read is whole, and doing
         nothing is right whatever a concurrent writer does. A non-final record always has
-        its marker (created first, durably), so the record alone says enough; only a
-        final one can have a marker left behind (a crash before its removal) to clean up,
-        and only an answer with a digest has a binding to write (``answer_digests``).
+        its marker (created first, durably), so the record alone says enough; only a final
+        one can have a marker left behind (a crash before its removal) to clean up. The
+        binding is not read here: an answer with a digest (one the store did not vouch for,
+        or it would not be saved) is planned under the lock.
         """
         stored = self.load(fresh.job_id)
         if stored is None:
             return None  # new: written under the lock, from the marker's first_seen_at
-        result = merge(stored, fresh)
-        if result.changed:
-            return None
-        if stored.final:
-            return None if os.path.lexists(self._marker_path(fresh.job_id)) else result
-        # an answer whose digest the store did not vouch for (else it would not be saved): bind it
-        return None if fresh.answer_digest is not None else result
+        marked = not stored.final or os.path.lexists(self._marker_path(fresh.job_id))
+        marker = Tracking(fresh.job_id, stored.first_seen_at, fresh.source) if marked else None
+        plan = plan_save(stored, marker, fresh, self.notify_states)
+        return plan.result if plan.idle else None
 
     def _write_group(self, records: Sequence[JobRecord], indexes: List[int],
                      results: List[Union[MergeResult, StoreError, None]]) -> None:
@@ -408,26 +393,26 @@ class FileStore:
         5. markers of jobs now final: removed (a removal lost in a crash is redone by the sweep).
         """
         with contextlib.ExitStack() as held:
-            plans: List[_Plan] = []
+            jobs: List[_Job] = []
             for index, lock_error in self._lock_all(held, records, indexes):
                 if lock_error is not None:
                     results[index] = lock_error
                     continue
                 try:
-                    plans.append(self._plan(index, records[index]))
+                    jobs.append(self._plan(index, records[index]))
                 except StoreError as exc:
                     results[index] = exc
-            plans = self._open_markers(plans, results)
-            plans, written = self._write_records(plans, results)
-            self._bind_answers([plan for plan in plans if plan.binds], written)
-            for plan in plans:
-                if plan.untrack:
+            jobs = self._open_markers(jobs, results)
+            jobs, written = self._write_records(jobs, results)
+            self._bind_answers([job for job in jobs if job.plan.bind is not None], written)
+            for job in jobs:
+                if job.plan.remove_marker:
                     try:
-                        self._untrack(plan.fresh.job_id)
+                        self._untrack(job.fresh.job_id)
                     except StoreError as exc:
-                        results[plan.index] = exc
+                        results[job.index] = exc
                         continue
-                results[plan.index] = plan.result
+                results[job.index] = job.plan.result
 
     def _lock_all(self, held: contextlib.ExitStack, records: Sequence[JobRecord],
                   indexes: List[int]) -> List[Tuple[int, Optional[StoreError]]]:
@@ -449,91 +434,85 @@ class FileStore:
             taken += [(index, error) for index in members]
         return taken
 
-    def _plan(self, index: int, fresh: JobRecord) -> _Plan:
-        """Under the job's lock: what is stored, merged with ``fresh``, encoded before anything is written."""
+    def _plan(self, index: int, fresh: JobRecord) -> _Job:
+        """Under the job's lock: what is stored, planned with ``fresh``, encoded before anything is written."""
         job_id = fresh.job_id
         stored, identity = self._load_with_identity(job_id)
         marker, marker_data = self._marker(job_id)
-        result = merge(stored, fresh, tracked_since=marker.first_seen_at if marker else None)
+        binding = (marker_data or {}).get("answer")
+        bound = binding.get("digest") if isinstance(binding, dict) and identity is not None \
+            and binding.get("record") == list(identity) else None
+        plan = plan_save(stored, marker, fresh, self.notify_states, bound=bound)
         # encoded first: a record that cannot be leaves no marker behind
-        data = self._encode(result.record) if result.changed else None
-        owe = None
-        if result.changed and self.notify_states and owes_notification(stored, result.record, self.notify_states):
-            owe = Owed.for_record(result.record, result.record.updated_at)
-            result = replace(result, owed=True)
-        opening = None
-        if not result.record.final and marker is None:
-            opening = Tracking(job_id, result.record.first_seen_at, fresh.source)
-            marker_data = json.loads(opening.to_json())
-        return _Plan(index, fresh, result, data, opening, untrack=result.record.final and marker is not None,
-                     stored_identity=identity, marker=marker_data, owe=owe)
+        data = self._encode(plan.result.record) if plan.result.changed else None
+        if plan.open_marker is not None:
+            marker_data = json.loads(plan.open_marker.to_json())
+        return _Job(index, fresh, plan, data, stored_identity=identity, marker=marker_data)
 
-    def _open_markers(self, plans: List[_Plan], results: list) -> List[_Plan]:
+    def _open_markers(self, jobs: List[_Job], results: list) -> List[_Job]:
         """Markers and outbox entries first, durably: a non-final record must never exist without its
         marker, nor a record that owes an event without its entry, even after a crash."""
-        opening = [plan for plan in plans if plan.opening is not None or plan.owe is not None]
+        opening = [job for job in jobs if job.plan.open_marker is not None or job.plan.owe is not None]
         if not opening:
-            return plans
-        files = [(plan.index, self._marker_path(plan.fresh.job_id), plan.opening.to_json())
-                 for plan in opening if plan.opening is not None]
-        owing = [plan for plan in opening if plan.owe is not None]
+            return jobs
+        files = [(job.index, self._marker_path(job.fresh.job_id), job.plan.open_marker.to_json())
+                 for job in opening if job.plan.open_marker is not None]
+        owing = [job for job in opening if job.plan.owe is not None]
         failed: Dict[int, StoreError] = {}
         if owing:
             try:
                 self._prepare_outbox()
             except StoreError as exc:
-                failed.update({plan.index: exc for plan in owing})
+                failed.update({job.index: exc for job in owing})
             else:
-                files += [(plan.index, self._entry_path(plan.fresh.job_id), plan.owe.to_json())
-                          for plan in owing if plan.owe is not None]
+                files += [(job.index, self._entry_path(job.fresh.job_id), job.plan.owe.to_json())
+                          for job in owing if job.plan.owe is not None]
         _, write_failed = self._write_files(files)
         failed.update(write_failed)
-        folders = ([self.pending_dir] if any(plan.opening is not None for plan in opening) else []) + \
+        folders = ([self.pending_dir] if any(job.plan.open_marker is not None for job in opening) else []) + \
                   ([self.outbox_dir] if owing else [])
         if len(failed) < len(opening):
             for folder in folders:
                 try:
                     self._sync_folder(folder)
                 except StoreError as exc:  # their records are not written; a marker or an entry alone is harmless
-                    failed.update({plan.index: exc for plan in opening if plan.index not in failed})
+                    failed.update({job.index: exc for job in opening if job.index not in failed})
                     break
         for index, error in failed.items():
             results[index] = error
-        return [plan for plan in plans if plan.index not in failed]
+        return [job for job in jobs if job.index not in failed]
 
-    def _write_records(self, plans: List[_Plan], results: list) -> Tuple[List[_Plan], Dict[int, Identity]]:
+    def _write_records(self, jobs: List[_Job], results: list) -> Tuple[List[_Job], Dict[int, Identity]]:
         """The changed records written, then ``jobs/`` synced once: every rename of the group is durable,
-        and a final record is before its marker goes. Returns the plans still going, and the identity
+        and a final record is before its marker goes. Returns the jobs still going, and the identity
         of each record written (by index)."""
-        written, failed = self._write_files([(plan.index, self._record_path(plan.fresh.job_id), plan.data)
-                                             for plan in plans if plan.data is not None])
-        plans = [plan for plan in plans if plan.index not in failed]
-        if any(plan.data is not None or plan.untrack for plan in plans):
+        written, failed = self._write_files([(job.index, self._record_path(job.fresh.job_id), job.data)
+                                             for job in jobs if job.data is not None])
+        jobs = [job for job in jobs if job.index not in failed]
+        if any(job.data is not None or job.plan.remove_marker for job in jobs):
             try:
                 self._sync_folder(self.jobs_dir)
             except StoreError as exc:  # renamed, perhaps not durable: failed, and the markers stay for the sweep
-                failed.update({plan.index: exc for plan in plans if plan.data is not None or plan.untrack})
-                plans = [plan for plan in plans if plan.index not in failed]
+                failed.update({job.index: exc for job in jobs if job.data is not None or job.plan.remove_marker})
+                jobs = [job for job in jobs if job.index not in failed]
         for index, error in failed.items():
             results[index] = error
-        return plans, written
+        return jobs, written
 
-    def _bind_answers(self, plans: List[_Plan], written: Dict[int, Identity]) -> None:
-        """Bind each plan's answer digest to the record now in place, in the job's marker (``answer_digests``).
+    def _bind_answers(self, jobs: List[_Job], written: Dict[int, Identity]) -> None:
+        """Bind each job's answer digest to the record now in place, in the job's marker (``answer_digests``).
 
         Under the job's lock, after the record is durable; the marker is rewritten, never
         created, and not fsynced: a binding lost in a crash costs one ordinary check, and a
         marker rewritten by rename exists throughout, whatever a crash keeps of its content.
         """
         files = []
-        for plan in plans:
-            identity = written.get(plan.index, plan.stored_identity if plan.data is None else None)
-            if identity is None or plan.marker is None:
+        for job in jobs:
+            identity = written.get(job.index, job.stored_identity if job.data is None else None)
+            if identity is None or job.marker is None:
                 continue  # nothing to vouch for, or a marker we cannot read: never made up here
-            binding = {"digest": plan.fresh.answer_digest, "record": list(identity)}
-            if plan.marker.get("answer") != binding:
-                marker = {**plan.marker, "answer": binding}
-                files.append((plan.index, self._marker_path(plan.fresh.job_id), json.dumps(marker).encode("utf-8")))
+            marker = {**job.marker, "answer": {"digest": job.plan.bind, "record": list(identity)}}
+            files.append((job.index, self._marker_path(job.fresh.job_id), json.dumps(marker).encode("utf-8")))
         self._write_files(files, durable=False)  # a binding that fails to be written is only a lost shortcut
 
     def _write_files(self, files: List[Tuple[int, str, bytes]], *,

@@ -31,20 +31,21 @@ import random
 import re
 import time
 import uuid
-from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 from urllib.parse import urlsplit
 
 import oss2
 import requests
 from oss2.exceptions import OssError, RequestError
 
+from ..clients import LazyClient
 from ..config import Settings
 from ..errors import ConfigError, StoreError
-from ..notify import BadOutboxEntry, Owed, owes_notification
-from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, merge, record_json, settled_by_ice
-from .base import ClientCache, Tracked, Tracking, Unreadable, endpoint_override, in_fc_region, read_or_skip
+from ..notify import BadOutboxEntry, Owed
+from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, record_json, settled_by_ice
+from ..saving import SavePlan, plan_save
+from .base import RecordStore, Tracked, Tracking, Unreadable, endpoint_override, in_fc_region, read_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def endpoint_region(endpoint: str, default: str) -> str:
 # ---------------------------------------------------------------- the store
 
 
-class OssStore:
-    notify_states: Tuple[str, ...] = ()  # set by open_store: the states announced (empty: none)
+class OssStore(RecordStore):
 
     def __init__(self, bucket: str, prefix: str, endpoint: str, region: str, credentials: Any = None, *,
                  page_size: int = PAGE_SIZE, lock_ttl_s: float = LOCK_TTL_S, lock_wait_s: float = LOCK_WAIT_S,
@@ -127,7 +127,8 @@ class OssStore:
         self._timeout = (connect_timeout_s, read_timeout_s)
         self._base = f"{prefix}/" if prefix else ""
         self._session = oss2.Session()  # one connection pool across credential rotations
-        self._buckets: ClientCache[oss2.Bucket] = ClientCache(self._make_bucket)
+        self._buckets: LazyClient[oss2.Bucket] = LazyClient(
+            self._make_bucket, lambda: StoreError(f"OSS store {self.describe()}: no credentials bound"))
         self._existence_unchecked = not create
         if credentials is not None:
             self.bind(credentials)
@@ -142,7 +143,9 @@ class OssStore:
         """
         self._buckets.bind(credentials)
 
-    def _make_bucket(self, key_id: str, secret: str, token: Optional[str]) -> oss2.Bucket:
+    def _make_bucket(self, credentials: Any) -> oss2.Bucket:
+        key_id, secret = credentials.access_key_id, credentials.access_key_secret
+        token = getattr(credentials, "security_token", None) or None
         if _SIGNS_V4:
             auth = (oss2.StsAuth(key_id, secret, token, auth_version=oss2.AUTH_VERSION_4) if token
                     else oss2.AuthV4(key_id, secret))
@@ -200,40 +203,50 @@ class OssStore:
             return Tracked.SETTLED
         return Tracked.CREATED
 
-    def save(self, fresh: JobRecord) -> MergeResult:
+    def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
+        """Each record saved in turn (``_save``): OSS has no batch write; the sweep runs several writers."""
+        results: List[Union[MergeResult, StoreError]] = []
+        for fresh in records:
+            try:
+                results.append(self._save(fresh))
+            except StoreError as exc:
+                results.append(exc)
+        return results
+
+    def _save(self, fresh: JobRecord) -> MergeResult:
+        """``plan_save`` carried out under the job's lease lock; what writes nothing takes no lock."""
         job_id = fresh.job_id
         stored = self.load(job_id)
-        # The marker matters to the merge only when there is no record yet (its first_seen_at);
+        # The marker matters to the plan only when there is no record yet (its first_seen_at);
         # a change to a record that exists is written without reading it (one request fewer).
         marker = self.tracking(job_id) if stored is None else None
-        tracked_since = marker.first_seen_at if marker else None
-        result = merge(stored, fresh, tracked_since=tracked_since)
-        if not result.changed:  # nothing to write: no lock, unless a marker must be made again
-            marker_exists = self.tracking(job_id) is not None
-            if result.record.final or marker_exists:  # at most a final job's marker to remove
-                self._settle_marker(result.record, marker_exists, fresh.source)
-                return result
+        plan = plan_save(stored, marker, fresh, self.notify_states, marker_known=False)
+        if not plan.result.changed:  # nothing to write: no lock, unless a marker must be made again
+            marker = marker if stored is None else self.tracking(job_id)
+            plan = plan_save(stored, marker, fresh, self.notify_states)
+            if plan.open_marker is None:  # at most a final job's marker to remove
+                self._carry_out_markers(plan)
+                return plan.result
             # An open record without its marker (a crash left it so, or another instance made the
             # job final since we read it): only a fresh read under the lock may tell which.
         with self._job_lock(job_id) as lease:
             stored = self.load(job_id)
-            result = merge(stored, fresh, tracked_since=tracked_since)  # again, under the lock
-            if not result.changed:
-                marker_exists = marker is not None if stored is None else self.tracking(job_id) is not None
-                self._settle_marker(result.record, marker_exists, fresh.source)
-                return result
-            record = result.record
+            # again, under the lock; ``track`` makes markers without it, so their existence stays unknown
+            plan = plan_save(stored, marker, fresh, self.notify_states, marker_known=False)
+            if not plan.result.changed:  # (so a record is stored)
+                self._carry_out_markers(plan_save(stored, self.tracking(job_id), fresh, self.notify_states))
+                return plan.result
+            record = plan.result.record
             data = self._encode(record)  # before any write: a record that cannot be leaves no marker
-            if self.notify_states and owes_notification(stored, record, self.notify_states):
+            if plan.owe is not None:
                 # the entry first, like the marker: a record that owes an event never exists without it
                 lease.check()
-                self._put_entry(Owed.for_record(record, record.updated_at))
-                result = replace(result, owed=True)
-            if not record.final:  # marker first: a non-final record never exists without it
-                self._ensure_marker(record, fresh.source)
+                self._put_entry(plan.owe)
+            if plan.open_marker is not None:  # marker first: a non-final record never exists without it
+                self._create_marker(plan.open_marker)
             lease.check()
             self._put_record(record, data)
-            if record.final:
+            if plan.remove_marker:
                 self._delete(self._marker_key(job_id), f"untrack job {job_id}")
                 # A writer whose lock was taken over may have regressed the record meanwhile:
                 # then keep it swept, and the next sweep restores the final answer.
@@ -243,7 +256,7 @@ class OssStore:
             elif not self._exists(self._marker_key(job_id), f"check the pending marker of job {job_id}"):
                 # ...or removed our marker after its final write: recreate it (same reason)
                 self._ensure_marker(record, fresh.source)
-            return result
+            return plan.result
 
     def _names(self, prefix: str, start_after: str, doing: str) -> Iterator[str]:
         """The object names right under ``prefix`` (none in a deeper folder), in ascending order (OSS
@@ -367,16 +380,19 @@ class OssStore:
 
     # -- markers and records ------------------------------------------------------
 
-    def _settle_marker(self, record: JobRecord, marker_exists: bool, source: str) -> None:
-        """Repair what a crash or a lost race may have left: final jobs unmarked, non-final marked."""
-        if record.final and marker_exists:
-            self._delete(self._marker_key(record.job_id), f"untrack job {record.job_id}")
-        elif not record.final and not marker_exists:
-            self._ensure_marker(record, source)
+    def _carry_out_markers(self, plan: SavePlan) -> None:
+        """A plan's markers when its record stands: what a crash or a lost race may have left repaired
+        (a final job still marked, an open one unmarked)."""
+        if plan.remove_marker:
+            self._delete(self._marker_key(plan.result.record.job_id), f"untrack job {plan.result.record.job_id}")
+        elif plan.open_marker is not None:
+            self._create_marker(plan.open_marker)
 
     def _ensure_marker(self, record: JobRecord, source: str) -> None:
-        marker = Tracking(record.job_id, record.first_seen_at, source)
-        self._create(self._marker_key(record.job_id), marker.to_json(), f"track job {record.job_id}")
+        self._create_marker(Tracking(record.job_id, record.first_seen_at, source))
+
+    def _create_marker(self, marker: Tracking) -> None:
+        self._create(self._marker_key(marker.job_id), marker.to_json(), f"track job {marker.job_id}")
 
     def _encode(self, record: JobRecord) -> bytes:
         try:
@@ -436,9 +452,7 @@ class OssStore:
     # -- oss2 calls, errors translated ------------------------------------------
 
     def _current_bucket(self) -> oss2.Bucket:
-        bucket = self._buckets.current
-        if bucket is None:
-            raise StoreError(f"OSS store {self.describe()}: no credentials bound")
+        bucket = self._buckets.get()
         if self._existence_unchecked:
             self._require_existing(bucket)
         return bucket

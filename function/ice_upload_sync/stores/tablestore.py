@@ -47,19 +47,20 @@ import tablestore as ots
 import urllib3
 from tablestore.retry import DefaultRetryPolicy
 
+from ..clients import LazyClient
 from ..config import Settings
 from ..errors import ConfigError, StoreError
-from ..notify import BadOutboxEntry, Owed, owes_notification
+from ..notify import BadOutboxEntry, Owed
 from ..records import (
     JobRecord,
     MergeResult,
     UnencodableRecord,
     format_time,
     information_fingerprint,
-    merge,
     settled_by_ice,
 )
-from .base import ClientCache, Tracked, Tracking, Unreadable, endpoint_override, in_fc_region, read_or_skip
+from ..saving import SavePlan, plan_save
+from .base import RecordStore, Tracked, Tracking, Unreadable, endpoint_override, in_fc_region, read_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -222,14 +223,14 @@ class _Stored:
 
 
 @dataclass
-class _Plan:
+class _Job:
+    """One record of a ``save_many`` round: its ``SavePlan``, and the row that carries it out."""
+
     index: int
     fresh: JobRecord
     stored: _Stored
-    result: MergeResult
-    columns: Optional[List[Tuple[str, Any]]] = None  # the row to write, when the result changed (or rebind)
-    rebind: bool = False  # unchanged, but the row lacks fresh's answer digest or its seal: written again
-    owe: Optional[Owed] = None  # the outbox entry to write before the record (notify_states)
+    plan: SavePlan
+    columns: Optional[List[Tuple[str, Any]]] = None  # the row to write: a change, a binding, or a seal
 
 
 # (table, "put" | "delete" | "owe", job_id, columns, expected revision): one row of a BatchWriteRow;
@@ -247,8 +248,8 @@ class _RowFailure(Exception):
 # ---------------------------------------------------------------- the store
 
 
-class TablestoreStore:
-    notify_states: Tuple[str, ...] = ()  # set by open_store: the states announced (empty: none)
+class TablestoreStore(RecordStore):
+    batches_writes = True  # save_many: one BatchGetRow and a few BatchWriteRow calls for up to 50 records
 
     def __init__(self, instance: str, table: str, endpoint: str, credentials: Any = None, *,
                  page_size: int = PAGE_SIZE, socket_timeout_s: float = SOCKET_TIMEOUT_S,
@@ -260,7 +261,8 @@ class TablestoreStore:
         self.page_size = page_size
         self._socket_timeout_s = socket_timeout_s
         self._max_connection = max_connection
-        self._clients: ClientCache[ots.OTSClient] = ClientCache(self._make_client)
+        self._clients: LazyClient[ots.OTSClient] = LazyClient(
+            self._make_client, lambda: StoreError(f"Tablestore store {self.describe()}: no credentials bound"))
         if credentials is not None:
             self.bind(credentials)
 
@@ -271,7 +273,9 @@ class TablestoreStore:
         """An ``OTSClient`` for these credentials (with ``sts_token`` when they carry one); rebuilt on change."""
         self._clients.bind(credentials)
 
-    def _make_client(self, key_id: str, secret: str, token: Optional[str]) -> ots.OTSClient:
+    def _make_client(self, credentials: Any) -> ots.OTSClient:
+        key_id, secret = credentials.access_key_id, credentials.access_key_secret
+        token = getattr(credentials, "security_token", None) or None
         return ots.OTSClient(self.endpoint, key_id, secret, self.instance, sts_token=token,
                              socket_timeout=self._socket_timeout_s, max_connection=self._max_connection,
                              retry_policy=BoundedRetryPolicy(), logger_name=SDK_LOGGER)
@@ -280,10 +284,7 @@ class TablestoreStore:
 
     @property
     def client(self) -> ots.OTSClient:
-        client = self._clients.current
-        if client is None:
-            raise StoreError(f"Tablestore store {self.describe()}: no credentials bound")
-        return client
+        return self._clients.get()
 
     def _fail(self, action: str, error: BaseException) -> StoreError:
         where = f"Tablestore store {self.describe()} ({self.endpoint}): cannot {action}"
@@ -367,12 +368,6 @@ class TablestoreStore:
             return Tracked.SETTLED
         return Tracked.CREATED
 
-    def save(self, fresh: JobRecord) -> MergeResult:
-        result = self.save_many([fresh])[0]
-        if isinstance(result, StoreError):
-            raise result
-        return result
-
     # -- many rows ----------------------------------------------------------------
 
     def save_many(self, records: Sequence[JobRecord]) -> List[Union[MergeResult, StoreError]]:
@@ -411,73 +406,68 @@ class TablestoreStore:
             for index, _ in items:
                 results[index] = error
             return []
-        plans = []
+        jobs = []
         for index, fresh in items:
             state = stored[fresh.job_id]
             if state.error is not None:
                 results[index] = state.error
                 continue
             try:
-                plans.append(self._plan(index, fresh, state))
+                jobs.append(self._plan(index, fresh, state))
             except Exception as error:  # noqa: BLE001 - unencodable (or a bug): this job fails, before any write
                 results[index] = self._unwritable(fresh, error)
 
         # 1. markers and outbox entries first: a non-final record must never exist without its marker,
         # nor a record that owes an event without its entry
-        opening = [p for p in plans if not p.result.record.final and p.stored.marker is None]
-        owing = [p for p in plans if p.owe is not None]
+        opening = [p for p in jobs if p.plan.open_marker is not None]
+        owing = [p for p in jobs if p.plan.owe is not None]
         rows: List[_RowWrite] = [(self.pending_table, "put", p.fresh.job_id, self._marker_columns(p), None)
                                  for p in opening]
-        rows += [(self.pending_table, "owe", p.fresh.job_id, _entry_columns(p.owe), None)
-                 for p in owing if p.owe is not None]
+        rows += [(self.pending_table, "owe", p.fresh.job_id, _entry_columns(p.plan.owe), None)
+                 for p in owing if p.plan.owe is not None]
         failures = self._write_rows(rows, f"track {len(opening)} job(s)" if not owing else
                                     f"track {len(opening)} and owe events of {len(owing)} job(s)")
-        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in opening + owing}, results,
+        jobs = self._settle(jobs, {p.index: failures.get(p.fresh.job_id) for p in opening + owing}, results,
                              retry, last)
 
         # 2. the records, each on the condition that nobody wrote it since we read it (a rebinding
         # that loses that race, or fails, is only a binding not made: the record stands as it is)
-        writing = [p for p in plans if p.result.changed or p.rebind]
+        writing = [p for p in jobs if p.columns is not None]
         failures = self._write_rows([(self.table, "put", p.fresh.job_id, p.columns, p.stored.revision)
                                      for p in writing], f"record {len(writing)} job(s)")
-        plans = self._settle(plans, {p.index: failures.get(p.fresh.job_id) for p in writing if p.result.changed},
+        jobs = self._settle(jobs, {p.index: failures.get(p.fresh.job_id) for p in writing if p.plan.result.changed},
                              results, retry, last)
 
         # 3. markers of final jobs last; one left behind is cleaned up by the next sweep
-        closing = [p for p in plans if p.result.record.final and p.stored.marker is not None]
+        closing = [p for p in jobs if p.plan.remove_marker]
         failures = self._write_rows([(self.pending_table, "delete", p.fresh.job_id, None, None) for p in closing],
                                     f"untrack {len(closing)} job(s)")
-        for plan in plans:
-            failure = failures.get(plan.fresh.job_id)
-            if failure is not None and plan in closing:
+        for job in jobs:
+            failure = failures.get(job.fresh.job_id)
+            if failure is not None and job in closing:
                 logger.warning("job %s is final but its pending marker stays until the next sweep: %s",
-                               plan.fresh.job_id, failure)
-            results[plan.index] = plan.result
+                               job.fresh.job_id, failure)
+            results[job.index] = job.plan.result
         return retry
 
-    def _plan(self, index: int, fresh: JobRecord, state: _Stored) -> _Plan:
-        """Merge against what is stored; the row is built here, before anything is written."""
-        rebind = False
-        if state.same:  # merge() would answer "unchanged": the same information is stored
-            result = MergeResult(replace(fresh, first_seen_at=state.first_seen_at or fresh.first_seen_at), False)
-            # bind the answer's digest to the row (rewritten whole: only bookkeeping changes)
-            rebind = fresh.answer_digest is not None and not fresh.final and state.answer != fresh.answer_digest
-        else:
-            result = merge(state.record, fresh, tracked_since=state.marker.first_seen_at if state.marker else None)
-            stored = state.record
-            if not result.changed and stored is not None and not state.sealed:
-                # the same information in a row we cannot vouch for (written by an older version, or
-                # edited by hand back to what it was): seal it, and bind fresh's digest where it fits
-                rebind = True
-                if not stored.final and fresh.answer_digest is not None and stored.same_information(fresh):
-                    result = MergeResult(replace(fresh, first_seen_at=stored.first_seen_at), False)
-        columns = record_columns(result.record, (state.revision or 0) + 1) if result.changed or rebind else None
-        owe = None
-        if result.changed and self.notify_states and \
-                owes_notification(state.record, result.record, self.notify_states):
-            owe = Owed.for_record(result.record, result.record.updated_at)
-            result = replace(result, owed=True)
-        return _Plan(index, fresh, state, result, columns, rebind, owe)
+    def _plan(self, index: int, fresh: JobRecord, state: _Stored) -> _Job:
+        """``plan_save`` against what is stored; the row is built here, before anything is written."""
+        stored = state.record
+        if state.same:  # the row holds fresh's information (not decoded): what plan_save would find
+            stored = replace(fresh, first_seen_at=state.first_seen_at or fresh.first_seen_at)
+        # only a sealed row's binding is ours to vouch for (``row_sealed``)
+        plan = plan_save(stored, state.marker, fresh, self.notify_states, bound=state.answer if state.sealed else None)
+        row = None
+        if plan.result.changed:
+            row = plan.result.record
+        elif plan.bind is not None:  # the binding lives in the row: rewritten whole, only bookkeeping changes
+            row = replace(fresh, first_seen_at=plan.result.record.first_seen_at)
+        elif stored is not None and not state.sealed:
+            # the same information in a row we cannot vouch for (written by an older version, or
+            # edited by hand back to what it was): sealed, so that the next look can
+            row = plan.result.record
+        columns = record_columns(row, (state.revision or 0) + 1) if row is not None else None
+        return _Job(index, fresh, state, plan, columns)
 
     def _unwritable(self, fresh: JobRecord, error: Exception) -> StoreError:
         if isinstance(error, StoreError):
@@ -488,25 +478,27 @@ class TablestoreStore:
         return StoreError(f"Tablestore store {self.describe()}: cannot write job {fresh.job_id}: "
                           f"{type(error).__name__}: {str(error)[:200]}")
 
-    def _settle(self, plans: List[_Plan], failures: Dict[int, Optional[Exception]], results: list,
-                retry: List[int], last: bool) -> List[_Plan]:
-        """Drop the plans whose step failed: lost races and transient failures retry, others are reported."""
+    def _settle(self, jobs: List[_Job], failures: Dict[int, Optional[Exception]], results: list,
+                retry: List[int], last: bool) -> List[_Job]:
+        """Drop the jobs whose step failed: lost races and transient failures retry, others are reported."""
         going = []
-        for plan in plans:
-            failure = failures.get(plan.index)
+        for job in jobs:
+            failure = failures.get(job.index)
             if failure is None:
-                going.append(plan)
+                going.append(job)
             elif isinstance(failure, _RowFailure) and (failure.code == "OTSConditionCheckFail"
                                                        or failure.code in _RETRYABLE_CODES) and not last:
-                retry.append(plan.index)
+                retry.append(job.index)
             else:
-                results[plan.index] = failure if isinstance(failure, StoreError) else StoreError(
-                    f"Tablestore store {self.describe()}: cannot write job {plan.fresh.job_id}: {failure}")
+                results[job.index] = failure if isinstance(failure, StoreError) else StoreError(
+                    f"Tablestore store {self.describe()}: cannot write job {job.fresh.job_id}: {failure}")
         return going
 
     @staticmethod
-    def _marker_columns(plan: _Plan) -> List[Tuple[str, Any]]:
-        return [("first_seen_at", plan.result.record.first_seen_at), ("source", plan.fresh.source)]
+    def _marker_columns(job: _Job) -> List[Tuple[str, Any]]:
+        marker = job.plan.open_marker
+        assert marker is not None
+        return [("first_seen_at", marker.first_seen_at), ("source", marker.source)]
 
     def _read_many(self, fingerprints: Mapping[str, str]) -> Dict[str, _Stored]:
         """Records and markers of these jobs, two rows a job in one BatchGetRow per 50 jobs.
