@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check function tests
 
 emulator: $(STAMP)
-	$(PY) -m tests.emulators.ice --port 8080
+	$(PY) -m tests.support.ice --port 8080
 
 package:
 	$(PYTHON) tests/deploy/package.py

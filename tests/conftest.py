@@ -19,11 +19,11 @@ from ice_upload_sync.config import Settings
 from ice_upload_sync.ice import Credentials
 from ice_upload_sync.stores import RecordStore, open_store
 
-from tests.emulators.eventbridge import EventBridgeEmulator
-from tests.emulators.ice import IceEmulator
-from tests.emulators.oss_moto import OssMotoServer
-from tests.emulators.tablestore import TablestoreServer
 from tests.scenario import seed_jobs
+from tests.support.eventbridge import EventBridgeEmulator
+from tests.support.ice import IceEmulator
+from tests.support.oss_moto import OssMotoServer
+from tests.support.tablestore import TablestoreServer
 
 # No per-example deadline (hypothesis's default is 200 ms): on a busy CI machine one example of
 # a property test can take longer without anything being wrong, and fail the run as flaky.

@@ -26,7 +26,7 @@ one invocation per line on stdin and answers one line per invocation on stdout::
         "error": {"errorMessage", "errorType", "stackTrace"} | null, "cpu_s": .., "wall_s": ..,
         "process_cpu_s": .., "loaded": [top-level module names]}
 
-``FcInstance`` drives it from the tests; ``tests/emulators/fc.py`` runs a pool of them behind
+``FcInstance`` drives it from the tests; ``tests/support/fc.py`` runs a pool of them behind
 an HTTP trigger.
 """
 from __future__ import annotations

@@ -33,9 +33,6 @@ sys.path.insert(0, str(ROOT / "function"))
 
 from ice_upload_sync.config import Settings  # noqa: E402
 
-from tests.emulators.fc import FcFrontEnd  # noqa: E402
-from tests.emulators.ice import IceEmulator  # noqa: E402
-from tests.emulators.tablestore import TablestoreServer  # noqa: E402
 from tests.scenario import (  # noqa: E402
     CALLBACK_AUTH_KEY,
     CALLBACK_URL,
@@ -45,6 +42,9 @@ from tests.scenario import (  # noqa: E402
     seed_jobs,
     signed_http_event,
 )
+from tests.support.fc import FcFrontEnd  # noqa: E402
+from tests.support.ice import IceEmulator  # noqa: E402
+from tests.support.tablestore import TablestoreServer  # noqa: E402
 
 # A story order: jobs are submitted, ICE calls back, someone asks, the timer sweeps.
 ORDER = [

@@ -4,9 +4,9 @@
                                                     [--sweep-every-s 7.5] [--within-share 0.2] [--seed 1]
                                                     [--tail-s S] [--json]
 
-Through the local FC front end (tests/emulators/fc.py: the HTTP trigger, asynchronous invocations, a
+Through the local FC front end (tests/support/fc.py: the HTTP trigger, asynchronous invocations, a
 timer, an instance pool in which every instance is a fresh interpreter running ``function/`` through
-tests/fc_runtime.py) and the ICE emulator calling back like ICE (tests/emulators/ice.py: a 200 within
+tests/fc_runtime.py) and the ICE emulator calling back like ICE (tests/support/ice.py: a 200 within
 3 s, else two retries 1 s apart, then dropped), on a file store. Each callback is the first news of its
 job: the job is put in the emulator as ``UPLOADING``, never tracked by the function, then finished, and
 ICE calls back at once (a real upload whose ``UploadMediaByURL`` answer was not forwarded).
@@ -61,8 +61,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from tests.emulators.fc import HTTP, HTTP_ASYNC, TIMER, FcFrontEnd, InstanceFigures, Invocation
-from tests.emulators.ice import CallbackDelivery, IceEmulator
+from tests.support.fc import HTTP, HTTP_ASYNC, TIMER, FcFrontEnd, InstanceFigures, Invocation
+from tests.support.ice import CallbackDelivery, IceEmulator
 
 ACCESS_KEY_ID = "bench-ak"
 ACCESS_KEY_SECRET = "bench-secret"

@@ -38,10 +38,10 @@ from typing import Callable, Dict, List, Optional
 
 from tests.deploy import artifact
 from tests.deploy import package as pkg
-from tests.emulators.ice import IceEmulator
-from tests.emulators.trigger_stub import Trigger
 from tests.fc_runtime import FcInstance, answer_body
 from tests.scenario import CALLBACK_AUTH_KEY, load_event, seed_jobs, signed_http_event
+from tests.support.ice import IceEmulator
+from tests.support.trigger_stub import Trigger
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_ID, SECRET = "cold-ak", "cold-secret"
@@ -69,7 +69,7 @@ class Stores:
         if kind == "file":
             return {"RECORD_STORE": f"file://{self.work / 'records' / uuid.uuid4().hex}"}
         if self.oss is None:
-            from tests.emulators.oss_moto import OssMotoServer
+            from tests.support.oss_moto import OssMotoServer
 
             self.oss = OssMotoServer().__enter__()
         bucket = f"cold-{uuid.uuid4().hex[:20]}"

@@ -14,9 +14,9 @@ their clients built, as after an earlier sweep) and reports:
   an FC instance with a fraction of a vCPU pays per event;
 - peak RSS of the process.
 
-Targets: ``webhook`` (one ``NOTIFY_URL``: tests/emulators/webhook_receiver.py, which verifies
+Targets: ``webhook`` (one ``NOTIFY_URL``: tests/support/webhook_receiver.py, which verifies
 every signature with the standardwebhooks library), ``eventbridge`` (``NOTIFY_EVENTBRIDGE``:
-tests/emulators/eventbridge.py through the official SDK, ACS3-signed), or ``both``. The
+tests/support/eventbridge.py through the official SDK, ACS3-signed), or ``both``. The
 servers run in processes of their own, so their CPU is not the sweep's; ``--latency-ms``
 delays each EventBridge answer. ``ICE_CONCURRENCY`` events are in flight at once (each to
 all its targets in parallel); ``--concurrency 1`` shows one at a time.
@@ -45,14 +45,14 @@ SECRET = "whsec_" + base64.b64encode(b"b" * 32).decode()
 
 
 class EventBridgeProcess(ServerProcess):
-    module = "tests.emulators.eventbridge"
+    module = "tests.support.eventbridge"
 
     def __init__(self, *, latency_ms: float = 0.0) -> None:
         super().__init__("--bus", BUS, "--latency-ms", str(latency_ms))
 
 
 class WebhookProcess(ServerProcess):
-    module = "tests.emulators.webhook_receiver"
+    module = "tests.support.webhook_receiver"
     keyed = False
 
     def __init__(self) -> None:

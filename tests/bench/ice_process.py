@@ -61,7 +61,7 @@ class ServerProcess:
 class IceProcess(ServerProcess):
     """``with IceProcess(jobs, latency_ms=20) as ice: ice.endpoint``; ``jobs`` are ICE-shaped dicts."""
 
-    module = "tests.emulators.ice"
+    module = "tests.support.ice"
 
     def __init__(self, jobs: Iterable[Dict[str, str]], *, latency_ms: float = 0.0) -> None:
         super().__init__("--latency-ms", str(latency_ms))
@@ -87,7 +87,7 @@ class IceProcess(ServerProcess):
 class TablestoreProcess(ServerProcess):
     """The local Tablestore server, instance ``bench``, each call taking ``latency_ms``."""
 
-    module = "tests.emulators.tablestore"
+    module = "tests.support.tablestore"
 
     def __init__(self, *, latency_ms: float = 0.0) -> None:
         super().__init__("--instance", TABLESTORE_INSTANCE, "--latency-ms", str(latency_ms))
@@ -98,7 +98,7 @@ class OssProcess(ServerProcess):
     signature and adds no latency beyond its own work.
 
     ``keep_alive`` (the default) serves it with HTTP/1.1 keep-alive (``tests.bench.oss_keepalive``),
-    as OSS does; without it, werkzeug's server (``tests.emulators.oss_moto``) closes every
+    as OSS does; without it, werkzeug's server (``tests.support.oss_moto``) closes every
     connection after one answer, and each request pays for a new connection in the client.
     """
 
@@ -106,7 +106,7 @@ class OssProcess(ServerProcess):
 
     def __init__(self, *, keep_alive: bool = True) -> None:
         super().__init__()
-        self.module = "tests.bench.oss_keepalive" if keep_alive else "tests.emulators.oss_moto"
+        self.module = "tests.bench.oss_keepalive" if keep_alive else "tests.support.oss_moto"
 
     def create_bucket(self, name: str) -> None:
         """``name``: 3-63 lower-case letters, digits and hyphens."""

@@ -1,10 +1,10 @@
-"""OSS on moto for benchmarks: the same app as ``tests.emulators.oss_moto``, served with keep-alive.
+"""OSS on moto for benchmarks: the same app as ``tests.support.oss_moto``, served with keep-alive.
 
 werkzeug's server closes every connection after one answer, so every oss2 request would
 open a new TCP connection and pay for it in the client's CPU; real OSS keeps connections
 alive, and that client CPU is not ours. Here the very same WSGI app (moto's S3 backend
 behind ``OssDialect``) is served by ``http.server`` with HTTP/1.1 keep-alive and no Nagle
-delay (``tests.emulators.loopback.KeepAliveHandler``), one request at a time: moto lists a
+delay (``tests.support.loopback.KeepAliveHandler``), one request at a time: moto lists a
 bucket by iterating its keys while other threads may add or delete some, and at 10,000 jobs
 a listing fails that way (``KeyError``, a 500) often enough to end a sweep. For benchmarks
 only: the emulator's own tests run it on werkzeug.
@@ -20,8 +20,8 @@ import threading
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
-from tests.emulators.loopback import KeepAliveHandler, TrackingHTTPServer
-from tests.emulators.oss_moto import OssDialect, OssMotoServer, _error_xml
+from tests.support.loopback import KeepAliveHandler, TrackingHTTPServer
+from tests.support.oss_moto import OssDialect, OssMotoServer, _error_xml
 
 
 class KeepAliveOssServer(OssMotoServer):

@@ -23,7 +23,7 @@ def main() -> int:
     from ice_upload_sync.stores.base import Tracking
     from ice_upload_sync.stores.tablestore import TablestoreStore
 
-    from tests.emulators.tablestore import TablestoreServer
+    from tests.support.tablestore import TablestoreServer
 
     def record(job_id: str, state: str = "processing", **fields) -> JobRecord:
         return JobRecord(job_id=job_id, state=state, source="timer", ice_request_id="r", first_seen_at=NOW,

@@ -86,7 +86,7 @@ def test_the_packaged_function_puts_events_on_an_eventbridge_bus_and_imports_its
         code, seeded, tmp_path):
     """The vendored EventBridge SDK works from the read-only package: a cold callback loads none of
     it; a direct call's event is put on the bus, signed as the service checks."""
-    from tests.emulators.eventbridge import EventBridgeEmulator
+    from tests.support.eventbridge import EventBridgeEmulator
 
     with EventBridgeEmulator() as eventbridge:
         eventbridge.add_access_key(ACCESS_KEY_ID, ACCESS_KEY_SECRET)

@@ -1,7 +1,7 @@
 """ICE's callbacks, end to end, as a deployment meets them (issue 19, contract section 2).
 
 The ICE emulator finishes an upload and calls back like ICE (a 200 within 3 s, else two retries
-1 s apart); the local FC front end (tests/emulators/fc.py) serves the HTTP trigger with a pool of
+1 s apart); the local FC front end (tests/support/fc.py) serves the HTTP trigger with a pool of
 instances, each a fresh interpreter running the function as FC's runtime does, and takes the
 hand-back's asynchronous invocation. No timer runs unless a test fires one: the record must
 follow the callback by itself, cold or warm.
@@ -17,8 +17,8 @@ from typing import Iterator, Optional
 import pytest
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET
-from tests.emulators.fc import FcFrontEnd
 from tests.scenario import CALLBACK_AUTH_KEY
+from tests.support.fc import FcFrontEnd
 
 JOB = "ca11bac0000000000000000000000001"
 OTHER = "ca11bac0000000000000000000000002"

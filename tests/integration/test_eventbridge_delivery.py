@@ -1,7 +1,7 @@
 """Completion events on an EventBridge bus, end to end, on every store.
 
 The real handler puts its events through the official SDK (``alibabacloud_eventbridge20200401``)
-to the EventBridge emulator (tests/emulators/eventbridge.py), which checks every request's
+to the EventBridge emulator (tests/support/eventbridge.py), which checks every request's
 ACS3 signature like the service. Retries wait for a backoff of minutes, so the tests make an
 owed entry due by rescheduling it, as time passing would.
 """
@@ -15,8 +15,8 @@ import time
 import pytest
 
 from tests.conftest import ACCESS_KEY_SECRET, EVENTBRIDGE_BUS, STS_KEY_ID, STS_SECRET, STS_TOKEN
-from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.scenario import JOB, load_event, signed_http_event
+from tests.support.webhook_receiver import WebhookReceiver
 
 BUS = EVENTBRIDGE_BUS
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()

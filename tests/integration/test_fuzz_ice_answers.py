@@ -26,8 +26,8 @@ from ice_upload_sync.errors import SyncIncomplete
 from ice_upload_sync.records import STATES
 from ice_upload_sync.stores import Tracking
 
-from tests.emulators.ice import ICE_FIELDS
 from tests.scenario import load_event
+from tests.support.ice import ICE_FIELDS
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 SWEEP = load_event("timer-sweep.json")

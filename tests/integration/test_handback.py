@@ -2,9 +2,9 @@
 request back to its own HTTP trigger as an asynchronous invocation, and answers ICE 200; the
 asynchronous run looks the job up with the function's time and is never handed back again.
 
-The trigger here is a stub on loopback (tests/emulators/trigger_stub.py) that answers as FC's
+The trigger here is a stub on loopback (tests/support/trigger_stub.py) that answers as FC's
 front end does to an async request (202) and keeps what it got; the asynchronous run is that
-request fed to a fresh instance, as FC would. Through the local FC front end (tests/emulators/fc.py),
+request fed to a fresh instance, as FC would. Through the local FC front end (tests/support/fc.py),
 tests/integration/test_callbacks_end_to_end.py drives the same with real async runs.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from ice_upload_sync.config import Settings
 from ice_upload_sync.errors import ConfigError
 from ice_upload_sync.events import HttpCallback
 
-from tests.emulators.trigger_stub import Trigger
 from tests.scenario import CALLBACK_AUTH_KEY, JOB, signed_http_event
+from tests.support.trigger_stub import Trigger
 
 FILE_ONLY = pytest.mark.parametrize("fc", ["file"], indirect=True)
 

@@ -1,6 +1,6 @@
 """Completion events end to end, on every store: the real handler, a real receiver that verifies signatures.
 
-The receiver (tests/emulators/webhook_receiver.py) checks every delivery with the
+The receiver (tests/support/webhook_receiver.py) checks every delivery with the
 ``standardwebhooks`` package and parses the CloudEvent. Retries wait for a backoff of minutes,
 so the tests make an owed entry due by rescheduling it to now, as time passing would.
 """
@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.scenario import JOB, load_event, signed_http_event
+from tests.support.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 SWEEP = load_event("timer-sweep.json")

@@ -1,4 +1,4 @@
-"""Completion events over loopback to a real receiver (tests/emulators/webhook_receiver.py), which
+"""Completion events over loopback to a real receiver (tests/support/webhook_receiver.py), which
 verifies every request with the standardwebhooks package and parses the CloudEvent.
 
 ``Invocation`` below, over the unit tests' ``MemoryStore``, is the outbox's intended use in a
@@ -29,9 +29,9 @@ from ice_upload_sync.outbox import attempt
 from ice_upload_sync.records import JobRecord, format_time, merge
 from ice_upload_sync.webhook import webhooks
 
-from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.store_records import final, record
 from tests.support.fakes import MemoryStore
+from tests.support.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 NEW_SECRET = "whsec_" + base64.b64encode(b"t" * 32).decode()

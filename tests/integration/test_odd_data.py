@@ -52,7 +52,7 @@ PLAIN = [f"plain-{i:02d}" for i in range(14)]
 def escaping_ice(ice):
     """ICE answering with every non-ASCII character escaped (``\\ud83d`` for half a pair), as a
     Java or JavaScript service may: the emulators encode every answer that way
-    (``tests/emulators/openapi.py``, ``json.dumps`` with ``ensure_ascii``), which is what lets
+    (``tests/support/openapi.py``, ``json.dumps`` with ``ensure_ascii``), which is what lets
     a lone surrogate reach the SDK at all."""
     return ice
 

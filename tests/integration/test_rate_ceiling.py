@@ -16,7 +16,7 @@ import pytest
 from ice_upload_sync.config import Settings
 from ice_upload_sync.ice import Credentials, IceGateway
 
-from tests.emulators.ice import IceEmulator
+from tests.support.ice import IceEmulator
 
 ACCESS_KEY_ID = "rate-ak"
 ACCESS_KEY_SECRET = "rate-secret"

@@ -35,8 +35,8 @@ from ice_upload_sync.stores.oss import OssStore
 from ice_upload_sync.stores.tablestore import OUTBOX_PREFIX, TablestoreStore
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, TABLESTORE_INSTANCE
-from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.store_records import LATER, NOW, at_once, final, record
+from tests.support.webhook_receiver import WebhookReceiver
 
 PLAIN = Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
 ANNOUNCED = ("succeeded", "failed", "expired")

@@ -7,7 +7,7 @@ in dicts, saving by ``saving.plan_save`` as every store does, its state open to 
 behave as the real thing does unless a knob says otherwise, so a test states its scenario by
 their state and knobs, not by a subclass.
 
-The emulators (``tests/emulators``) are the other kind of stand-in: servers the real SDKs talk to.
+The emulators (``tests/support``) are the other kind of stand-in: servers the real SDKs talk to.
 """
 from __future__ import annotations
 

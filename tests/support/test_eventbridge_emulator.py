@@ -40,8 +40,8 @@ from tests.conftest import (
     STS_SECRET,
     STS_TOKEN,
 )
-from tests.emulators import acs3, ice
-from tests.emulators.eventbridge import EventBridgeCall, EventBridgeEmulator, build
+from tests.support import acs3, ice
+from tests.support.eventbridge import EventBridgeCall, EventBridgeEmulator, build
 
 AK, SECRET = ACCESS_KEY_ID, ACCESS_KEY_SECRET
 STS_AK = STS_KEY_ID

@@ -2,7 +2,7 @@
 
 :class:`OpenApiEmulator` serves RPC-style OpenAPI requests on loopback: it reads the parameters
 from the query and a form body, authenticates the request with
-:class:`tests.emulators.acs3.Acs3Verifier`, checks the action and the API version, answers errors
+:class:`tests.support.acs3.Acs3Verifier`, checks the action and the API version, answers errors
 the way the gateway does, sleeps the injected latency and records every call. A subclass names its
 API in class attributes and answers its actions in :meth:`OpenApiEmulator._call`.
 
@@ -15,8 +15,8 @@ import threading
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl
 
-from tests.emulators.acs3 import Acs3Verifier, ApiError, credential_of, first, new_request_id
-from tests.emulators.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
+from tests.support.acs3 import Acs3Verifier, ApiError, credential_of, first, new_request_id
+from tests.support.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 
 Headers = Dict[str, List[str]]  # lower-case header names -> every value received
 

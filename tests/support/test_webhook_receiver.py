@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 import pytest
 from standardwebhooks import Webhook
 
-from tests.emulators.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"r" * 32).decode()
 

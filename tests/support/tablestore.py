@@ -24,7 +24,7 @@ secondary indexes, streams, search or transactions. Faults can be injected per A
 
 Run it alone for local work::
 
-    python -m tests.emulators.tablestore --port 8090 --instance local
+    python -m tests.support.tablestore --port 8090 --instance local
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tablestore.protobuf import table_store_pb2 as pb
 
-from tests.emulators.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
-from tests.emulators.tablestore_wire import (
+from tests.support.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
+from tests.support.tablestore_wire import (
     INF_MAX,
     INF_MIN,
     OP_DELETE_ALL_VERSIONS,
@@ -552,7 +552,7 @@ class _Handler(KeepAliveHandler):
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.tablestore", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.support.tablestore", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--instance", default="local")

@@ -49,7 +49,7 @@ result that is not a response struct, the backoff, the error bodies of FC's own 
 
 Run it by hand (``{url}`` in a value is replaced by the front end's URL)::
 
-    python -m tests.emulators.fc --port 9000 --env RECORD_STORE=file:///tmp/records \\
+    python -m tests.support.fc --port 9000 --env RECORD_STORE=file:///tmp/records \\
         --env CALLBACK_URL={url}/ice-callback --env CALLBACK_AUTH_KEY=local-callback-key
 """
 from __future__ import annotations
@@ -69,8 +69,8 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tests.emulators.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 from tests.fc_runtime import FcInstance
+from tests.support.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 
 FUNCTION_DIR = Path(__file__).resolve().parents[2] / "function"
 

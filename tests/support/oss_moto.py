@@ -9,7 +9,7 @@ credentials were sent.
 
 What the wrapper converts, each because oss2 against plain moto misbehaves without it
 (each checked against moto 5.2.5 and 5.1.22, the last for Python 3.9;
-``tests/emulators/test_oss_moto.py`` runs oss2 against bare moto to show it):
+``tests/support/test_oss_moto.py`` runs oss2 against bare moto to show it):
 
 request side
 - an empty ``continuation-token`` query parameter is dropped: oss2's ListObjectsV2 always
@@ -36,7 +36,7 @@ delete themselves. Faults can be injected (:meth:`OssMotoServer.inject_fault`) t
 clients handle 403 / 5xx answers. moto keeps its state per process: use a fresh bucket per
 test.
 
-    python -m tests.emulators.oss_moto --port 9000
+    python -m tests.support.oss_moto --port 9000
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ from xml.sax.saxutils import escape
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from tests.emulators.loopback import LoopbackServer
+from tests.support.loopback import LoopbackServer
 
 S3_NAMESPACE = re.compile(rb'\s+xmlns="http://s3\.amazonaws\.com/doc/[^"]*"')  # with or without a final "/"
 FILE_ALREADY_EXISTS = "The object you specified already exists and can not be overwritten."
@@ -310,7 +310,7 @@ class _QuietHandler:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.oss_moto", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.support.oss_moto", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--bucket", action="append", default=[], help="create this bucket (repeatable)")

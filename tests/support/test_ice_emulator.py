@@ -48,7 +48,7 @@ from darabonba.exceptions import UnretryableException
 from ice_upload_sync import callback_auth, events
 from ice_upload_sync.errors import Unauthorized
 
-from tests.emulators.ice import (
+from tests.support.ice import (
     ICE_CALLBACK_TIMINGS,
     ApiCall,
     CallbackSetting,
@@ -57,7 +57,7 @@ from tests.emulators.ice import (
     build,
     ice_signature,
 )
-from tests.emulators.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
+from tests.support.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 
 AK, SECRET = "LTAI-emulator-test", "emulator-secret-never-shown"
 STS_AK, STS_SECRET, STS_TOKEN = "STS.emulator-test", "sts-secret-never-shown", "sts-token-value"

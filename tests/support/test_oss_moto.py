@@ -6,7 +6,7 @@ import uuid
 import oss2
 import pytest
 
-from tests.emulators.oss_moto import OssMotoServer
+from tests.support.oss_moto import OssMotoServer
 
 
 def fresh_bucket(server: OssMotoServer, auth=None) -> oss2.Bucket:

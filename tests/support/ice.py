@@ -2,7 +2,7 @@
 
 The unmodified official SDK (``alibabacloud_ice20201109``) talks to it over plain HTTP on
 loopback. It authenticates every request the way the real service does for the SDK's default
-V3 signature (``ACS3-HMAC-SHA256``), with :class:`tests.emulators.acs3.Acs3Verifier`: it recomputes
+V3 signature (``ACS3-HMAC-SHA256``), with :class:`tests.support.acs3.Acs3Verifier`: it recomputes
 the canonical request exactly like ``alibabacloud_tea_openapi.utils.Utils.get_authorization`` and
 compares signatures, checks the timestamp window, nonce reuse, the payload hash and STS security
 tokens. It answers ``GetUrlUploadInfos`` from jobs seeded with :meth:`IceEmulator.put_job` and
@@ -28,8 +28,8 @@ attempt.
 
 Standard library only. Run it on its own for local work::
 
-    python -m tests.emulators.ice --port 8080 --seed jobs.json
-    python -m tests.emulators.ice --callback-url http://127.0.0.1:9000/ice-callback --callback-key KEY \\
+    python -m tests.support.ice --port 8080 --seed jobs.json
+    python -m tests.support.ice --callback-url http://127.0.0.1:9000/ice-callback --callback-key KEY \\
         --finish-after 5
 """
 from __future__ import annotations
@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
-from tests.emulators.acs3 import ApiError
-from tests.emulators.openapi import OpenApiEmulator
+from tests.support.acs3 import ApiError
+from tests.support.openapi import OpenApiEmulator
 
 API_VERSION = "2020-11-09"
 MAX_JOB_QUERY = 10
@@ -675,7 +675,7 @@ class IceEmulator(OpenApiEmulator):
 
 def build(argv: Optional[List[str]] = None) -> IceEmulator:
     """The emulator the command line describes, seeded and keyed, not yet started."""
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.ice", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.support.ice", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--access-key-id", default="local-ak")

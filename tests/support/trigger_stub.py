@@ -1,7 +1,7 @@
 """A stand-in for FC's HTTP trigger taking asynchronous invocations: answers 202 and keeps each request.
 
 For the hand-back's tests and the cold-start benchmark, where only the function's side matters;
-tests/emulators/fc.py is the whole front end (instances, async runs, retries).
+tests/support/fc.py is the whole front end (instances, async runs, retries).
 """
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ import tablestore as ots
 from tablestore.plainbuffer.plain_buffer_builder import PlainBufferBuilder
 from tablestore.retry import NoRetryPolicy
 
-from tests.emulators.tablestore import TablestoreServer
-from tests.emulators.tablestore_wire import (
+from tests.support.tablestore import TablestoreServer
+from tests.support.tablestore_wire import (
     INF_MAX,
     INF_MIN,
     OP_DELETE_ALL_VERSIONS,

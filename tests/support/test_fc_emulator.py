@@ -1,4 +1,4 @@
-"""The local FC front end (tests/emulators/fc.py), on a tiny fake function, then on the real one.
+"""The local FC front end (tests/support/fc.py), on a tiny fake function, then on the real one.
 
 The fake function (written into tmp_path) notes every initializer and handler call in a file and
 does what the request tells it: echo its event, raise, sleep, exit, wait for a second request,
@@ -27,8 +27,8 @@ from ice_upload_sync.cli import unwrap_failed_event
 from ice_upload_sync.events import HttpCallback, parse_event
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET
-from tests.emulators.fc import FUNCTION_DIR, FcFrontEnd
 from tests.scenario import CALLBACK_AUTH_KEY, JOB, load_event
+from tests.support.fc import FUNCTION_DIR, FcFrontEnd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -417,7 +417,7 @@ def test_a_direct_invocation_runs_any_event_synchronously(fake):
 
 def test_main_serves_the_function_until_interrupted(fake):
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.fc", "--port", "0", "--code", str(fake), "--isolated",
+        [sys.executable, "-m", "tests.support.fc", "--port", "0", "--code", str(fake), "--isolated",
          "--env", f"FAKE_CALLS={fake.parent / 'calls.jsonl'}", "--env", "GREETING={url}/hello"],
         cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

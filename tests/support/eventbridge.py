@@ -3,7 +3,7 @@
 The unmodified official SDK (``alibabacloud_eventbridge20200401``) talks to it over plain HTTP on
 loopback: an RPC-style ``POST /`` whose form body holds ``EventBusName`` and ``EventList`` (the
 event list as one JSON string), signed with ``ACS3-HMAC-SHA256``. Every request is authenticated
-by :class:`tests.emulators.acs3.Acs3Verifier`, exactly like the ICE emulator's; accepted events are
+by :class:`tests.support.acs3.Acs3Verifier`, exactly like the ICE emulator's; accepted events are
 kept per bus for the tests to read (:meth:`EventBridgeEmulator.events`), every answered request is
 recorded (:meth:`EventBridgeEmulator.calls`), and faults and latency can be injected.
 
@@ -34,7 +34,7 @@ Where the answers come from (so that a test failing here means the same thing as
 No bus exists until :meth:`EventBridgeEmulator.create_bus` (the real ``default`` bus included).
 Standard library only. Run it on its own for local work::
 
-    python -m tests.emulators.eventbridge --port 8081 --bus default
+    python -m tests.support.eventbridge --port 8081 --bus default
 """
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from tests.emulators.acs3 import ApiError
-from tests.emulators.openapi import Headers, OpenApiEmulator
+from tests.support.acs3 import ApiError
+from tests.support.openapi import Headers, OpenApiEmulator
 
 API_VERSION = "2020-04-01"
 ACTIONS = ("PutEvents",)
@@ -333,7 +333,7 @@ def readable_ids(event_list: Optional[str]) -> Tuple[str, ...]:
 
 def build(argv: Optional[List[str]] = None) -> EventBridgeEmulator:
     """The emulator the command line describes, keyed and with its buses, not yet started."""
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.eventbridge",
+    parser = argparse.ArgumentParser(prog="python -m tests.support.eventbridge",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)

@@ -18,7 +18,7 @@ is not a CloudEvent whose id is the ``webhook-id``. The handler sets ``disable_n
 
 Run it on its own to watch a local function's events::
 
-    python -m tests.emulators.webhook_receiver --port 9000 --secret whsec_...
+    python -m tests.support.webhook_receiver --port 9000 --secret whsec_...
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from standardwebhooks import Webhook
 
-from tests.emulators.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
+from tests.support.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 MAX_BODY = 4 * 1024 * 1024
