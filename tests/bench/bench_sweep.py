@@ -31,8 +31,9 @@ server (``--store-latency-ms`` per call). Measured per run:
   extrapolated to N.
 
 Printed per run: wall / ideal (ideal = ceil(N/10) x latency / concurrency), our CPU per job,
-the SDK floor per job and the sweep's CPU over it, API calls, peak RSS, the naive baseline
-and the speedup over it. ``--json`` prints one JSON line per run instead. The rate limit is
+the SDK floor per job and the sweep's CPU over it, API calls, the store's requests per job
+(by kind, counted in its SDK: what OSS bills; none for the file store), peak RSS, the naive
+baseline and the speedup over it. ``--json`` prints one JSON line per run instead. The rate limit is
 set out of the way (``--qps``) so that ICE's latency, not the limit, sets the pace. Not run
 by the test suite except with a tiny N (``tests/integration/test_bench_smoke.py``).
 """
@@ -47,6 +48,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +123,47 @@ def _warm_instance(context: Any) -> Any:
     return index
 
 
+def _count_store_requests() -> Dict[str, int]:
+    """Every request the store's SDK sends from now on, by kind, counted where the SDK sends it.
+
+    OSS: ``oss2.http.Session.do_request``, as ``LIST`` (a bucket listing), ``DELETE-MULTIPLE`` or
+    the object request's method; Tablestore: the API each ``OTSClient._request_helper`` call names.
+    OSS bills each of them (GET-type or PUT-type), Tablestore by capacity units. The file store
+    sends none.
+    """
+    counts: Dict[str, int] = {}
+    lock = threading.Lock()
+
+    def counted(kind: str) -> None:
+        with lock:
+            counts[kind] = counts.get(kind, 0) + 1
+
+    with contextlib.suppress(ImportError):
+        import oss2.http
+
+        send = oss2.http.Session.do_request
+
+        def do_request(session: Any, request: Any, timeout: Any) -> Any:
+            params = request.params or {}
+            kind = ("LIST" if "list-type" in params or "prefix" in params
+                    else "DELETE-MULTIPLE" if "delete" in params else request.method)
+            counted(kind)
+            return send(session, request, timeout)
+
+        oss2.http.Session.do_request = do_request  # type: ignore[method-assign]
+    with contextlib.suppress(ImportError):
+        from tablestore.client import OTSClient
+
+        helper = OTSClient._request_helper
+
+        def request_helper(client: Any, api_name: str, *args: Any, **kwargs: Any) -> Any:
+            counted(api_name)
+            return helper(client, api_name, *args, **kwargs)
+
+        OTSClient._request_helper = request_helper  # type: ignore[method-assign]
+    return counts
+
+
 def child_sweep(warm: bool) -> Dict[str, Any]:
     context = _context()
     if warm:
@@ -129,12 +172,14 @@ def child_sweep(warm: bool) -> Dict[str, Any]:
         import index
 
         index.initialize(context)
+    requests = _count_store_requests()  # after the warm-up: the sweep's own
     cpu, started = _cpu_s(), time.perf_counter()
     summary = index.handler(json.dumps(TIMER_EVENT), context)
     wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
     return {"wall_s": wall, "cpu_s": cpu, "checked": summary["checked"], "written": summary["written"],
             "unchanged": summary["unchanged"], "api_calls": summary["api_calls"],
-            "failed": summary["failed_count"], "complete": summary["complete"], "peak_rss_mb": _peak_rss_mb()}
+            "failed": summary["failed_count"], "complete": summary["complete"], "peak_rss_mb": _peak_rss_mb(),
+            "store_requests": dict(sorted(requests.items())), "store_requests_total": sum(requests.values())}
 
 
 def child_naive(jobs: int) -> Dict[str, Any]:
@@ -327,6 +372,7 @@ def measure(mode: str, jobs: int, ideal: float, prepared: Dict[str, Any], ice: s
             "floor_us_per_job": floor["cpu_s"] / jobs * 1e6,
             "cpu_over_floor": _ratio(sweep["cpu_s"], floor["cpu_s"]),
             "ours_us_per_job": (sweep["cpu_s"] - floor["cpu_s"]) / jobs * 1e6,
+            "requests_per_job": sweep["store_requests_total"] / jobs,
         }
         if naive_store is not None:
             naive = run_child("naive", min(jobs, args.naive_jobs), naive_store.env, ice, args)
@@ -346,6 +392,10 @@ def _x(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _kinds(counts: Dict[str, int], jobs: int) -> str:
+    return "(" + ", ".join(f"{kind} {count / jobs:.3f}" for kind, count in counts.items()) + ")" if counts else ""
+
+
 def describe(row: Dict[str, Any]) -> str:
     naive = ""
     if "naive_wall_s" in row:
@@ -356,6 +406,7 @@ def describe(row: Dict[str, Any]) -> str:
             f"floor {row['floor_us_per_job']:.0f}us/job x{_x(row['cpu_over_floor'])} (ours +"
             f"{row['ours_us_per_job']:.0f}us/job) | api_calls={row['api_calls']} (ceil(N/10)={row['ideal_calls']}) "
             f"written={row['written']} unchanged={row['unchanged']} failed={row['failed']} "
+            f"| store requests {row['requests_per_job']:.3f}/job {_kinds(row['store_requests'], row['N'])} "
             f"| peak_rss={row['peak_rss_mb']:.0f}MB{naive}")
 
 
