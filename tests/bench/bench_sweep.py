@@ -129,7 +129,7 @@ def _count_store_requests() -> Dict[str, int]:
     OSS: ``oss2.http.Session.do_request``, as ``LIST`` (a bucket listing), ``DELETE-MULTIPLE`` or
     the object request's method; Tablestore: the API each ``OTSClient._request_helper`` call names.
     OSS bills each of them (GET-type or PUT-type), Tablestore by capacity units. The file store
-    sends none.
+    sends none. Only the SDK the store imported is counted (the others are not imported here).
     """
     counts: Dict[str, int] = {}
     lock = threading.Lock()
@@ -138,7 +138,7 @@ def _count_store_requests() -> Dict[str, int]:
         with lock:
             counts[kind] = counts.get(kind, 0) + 1
 
-    with contextlib.suppress(ImportError):
+    if "oss2" in sys.modules:  # imported by the store chosen; importing it here would cost the others memory
         import oss2.http
 
         send = oss2.http.Session.do_request
@@ -151,7 +151,7 @@ def _count_store_requests() -> Dict[str, int]:
             return send(session, request, timeout)
 
         oss2.http.Session.do_request = do_request  # type: ignore[method-assign]
-    with contextlib.suppress(ImportError):
+    if "tablestore" in sys.modules:
         from tablestore.client import OTSClient
 
         helper = OTSClient._request_helper
