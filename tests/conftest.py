@@ -141,11 +141,33 @@ class OssView:
         return self._get(f"{self.prefix}/jobs/{job_id}.json")
 
     def marker(self, job_id: str) -> Optional[dict]:
-        return self._get(f"{self.prefix}/pending/{job_id}")
+        """What the marker says: a bound marker's body (answer, record) with ``first_seen_at`` and
+        ``source`` from its metadata; a marker of the version before, its body."""
+        import oss2
+
+        try:
+            found = self.bucket.get_object(f"{self.prefix}/pending/{job_id}")
+        except oss2.exceptions.NoSuchKey:
+            return None
+        data = json.loads(found.read())
+        meta = {name.lower(): value for name, value in found.headers.items()}
+        for field, header in (("first_seen_at", "x-oss-meta-first-seen-at"), ("source", "x-oss-meta-source")):
+            if field not in data and header in meta:
+                data[field] = meta[header]
+        return data
 
     def rewrite_marker(self, job_id: str, **fields: Any) -> None:
-        data = {**(self.marker(job_id) or {}), **fields}
-        self.bucket.put_object(f"{self.prefix}/pending/{job_id}", json.dumps(data).encode())
+        """Change what the marker says, where it says it (a bound marker keeps its body: only its metadata changes)."""
+        key = f"{self.prefix}/pending/{job_id}"
+        found = self.bucket.get_object(key)
+        body = json.loads(found.read())
+        if "first_seen_at" in body:  # a marker of the version before
+            self.bucket.put_object(key, json.dumps({**body, **fields}).encode())
+            return
+        headers = {name: value for name, value in found.headers.items() if name.lower().startswith("x-oss-meta-")}
+        headers.update({f"x-oss-meta-{name.replace('_', '-')}": str(value) for name, value in fields.items()})
+        self.bucket.put_object(key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(),
+                               headers=headers)
 
     def make_unwritable(self, job_id: str) -> None:
         """Every write of this record is refused (as OSS does without oss:PutObject on it)."""

@@ -37,6 +37,8 @@ from .writer import Answer, RecordWriter
 
 logger = logging.getLogger(__name__)
 
+TIDY_MARGIN_S = 5.0  # the store's housekeeping (RecordStore.tidy) runs only with this much time left
+
 
 def utc_now() -> datetime:
     """The service's clock (tests pass their own)."""
@@ -144,6 +146,11 @@ class SyncService:
         invocation.writer.drain()  # the cursor moves past a job once its record is written
         summary.complete = sweep.complete
         summary.cursor = sweep.save_cursor()
+        if time.monotonic() < invocation.deadline - TIDY_MARGIN_S:
+            try:
+                self.store.tidy()
+            except StoreError as exc:  # housekeeping: the next sweep tries again
+                logger.warning("cannot tidy the store: %s", exc)
 
     def _check(self, invocation: _Invocation, job_ids: Sequence[str], tracked: Set[str]) -> None:
         """The jobs and upload URLs a request names."""

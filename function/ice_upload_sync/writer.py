@@ -13,6 +13,7 @@ Whatever goes wrong with one job fails that job alone, never the invocation.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from concurrent.futures import Future
@@ -153,7 +154,7 @@ class RecordWriter:
         """
         report = _Report()
         try:
-            vouched = self._vouched_digests(answers)
+            vouched = self._vouched(answers)
             records: List[JobRecord] = []
             for answer in answers:
                 records += self._records_of(answer, report, vouched)
@@ -166,19 +167,23 @@ class RecordWriter:
             report = _Report(failed=[*report.failed, *unsettled], not_found=report.not_found)
         return report
 
-    def _vouched_digests(self, answers: List[Answer]) -> Dict[str, str]:
-        """For the jobs of these answers, the ``answer_digest`` of the answer each stored record
-        was made from, where the store can vouch for it (``RecordStore.answer_digests``): one
-        cheap read for many jobs, and an answer with the same digest changes nothing."""
-        job_ids = [info.job_id for answer in answers if answer.outcome.answer is not None
-                   for info in answer.outcome.answer.infos if is_valid_job_id(info.job_id)]
-        if not job_ids:
+    def _vouched(self, answers: List[Answer]) -> Dict[str, str]:
+        """The jobs of these answers whose stored record the store vouches was made from this very
+        answer (``RecordStore.vouched``), with that answer's digest: one cheap look for many jobs,
+        and such an answer changes nothing."""
+        digests: Dict[str, str] = {}
+        for answer in answers:
+            for info in answer.outcome.answer.infos if answer.outcome.answer is not None else ():
+                if is_valid_job_id(info.job_id):
+                    with contextlib.suppress(Exception):  # a digest that cannot be made: the ordinary way says why
+                        digests[info.job_id] = answer_digest(info)
+        if not digests:
             return {}
         try:
-            return dict(self.store.answer_digests(job_ids))
+            return {job_id: digests[job_id] for job_id in self.store.vouched(digests) if job_id in digests}
         except Exception as exc:  # noqa: BLE001 - only a shortcut: the ordinary path decides, and reports failures
             logger.warning("cannot read the answer digests of %d job(s) (%s: %s); checking them the ordinary way",
-                           len(job_ids), type(exc).__name__, str(exc)[:200])
+                           len(digests), type(exc).__name__, str(exc)[:200])
             return {}
 
     def _records_of(self, answer: Answer, report: _Report, vouched: Dict[str, str]) -> List[JobRecord]:

@@ -7,6 +7,7 @@ between writers) is tests/integration/test_store_contract.py's.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -19,7 +20,7 @@ import pytest
 from ice_upload_sync.errors import StoreError
 from ice_upload_sync.ice import Credentials
 from ice_upload_sync.stores import Tracking
-from ice_upload_sync.stores.oss import OssStore
+from ice_upload_sync.stores.oss import OssStore, bound_marker
 
 from tests.store_records import LATER, NOW, final, race, record
 
@@ -53,16 +54,28 @@ def keys(raw, prefix=""):
 def test_layout_keys_content_type_and_marker_body(oss_server, bucket_name, raw, prefix):
     store = make_store(oss_server, bucket_name, prefix)
     base = f"{prefix}/" if prefix else ""
-    store.save(record())
-    assert keys(raw) == [f"{base}jobs/job00001.json", f"{base}pending/job00001"]
+    store.save(replace(record(), answer_digest="d1"))
+    # the claim on the version replaced (none: no record yet) stays, for tidy to remove an hour on
+    assert keys(raw) == [f"{base}jobs/job00001.json", f"{base}locks/job00001/none", f"{base}pending/job00001"]
     answer = raw.get_object(f"{base}jobs/job00001.json")
     assert answer.content_type == "application/json"
-    assert json.loads(answer.read()) == record().to_dict()
-    marker = raw.get_object(f"{base}pending/job00001").read()
-    assert marker == Tracking("job00001", NOW, "timer").to_json()
+    body = answer.read()
+    assert json.loads(body) == record().to_dict()
+    marker = raw.get_object(f"{base}pending/job00001")
+    # the marker binds the answer to the record it precedes; first_seen_at and source as metadata
+    assert marker.read() == bound_marker("job00001", "d1", hashlib.md5(body).hexdigest())
+    assert (marker.headers["x-oss-meta-first-seen-at"], marker.headers["x-oss-meta-source"]) == (NOW, "timer")
+    assert store.tracking("job00001") == Tracking("job00001", NOW, "timer")
     store.save(final())
-    assert keys(raw) == [f"{base}jobs/job00001.json"]  # no marker, no lock left behind
+    assert keys(raw, f"{base}pending/") == [] and keys(raw, f"{base}jobs/") == [f"{base}jobs/job00001.json"]
+    assert keys(raw, f"{base}locks/") == [f"{base}locks/job00001/{hashlib.md5(body).hexdigest()}",
+                                          f"{base}locks/job00001/none"]  # only claims on replaced versions
     assert store.load("job00001").final and list(store.pending_job_ids()) == []
+
+
+def test_a_marker_written_by_the_version_before_is_read_as_it_was(store, raw):
+    raw.put_object("ice/records/pending/job00001", Tracking("job00001", NOW, "callback").to_json())
+    assert store.tracking("job00001") == Tracking("job00001", NOW, "callback")
 
 
 def test_the_same_answer_twice_writes_nothing_and_takes_no_lock(oss_server, store):
@@ -109,73 +122,66 @@ def test_pending_jobs_are_listed_page_by_page_as_they_are_consumed(oss_server, b
     assert len(lists) == 3 and all("continuation-token=" in r.query for r in lists)
 
 
-# ---------------------------------------------------------------- the per-job lock
+# ---------------------------------------------------------------- claims on a version
 
 
-def test_with_the_lock_broken_a_regressed_record_keeps_its_marker_and_the_sweep_heals_it(
-        oss_server, bucket_name, monkeypatch):
-    """What a stale-lock takeover race can do at worst: two writers at once, as if there were no lock."""
-    monkeypatch.setattr(OssStore, "_job_lock", lambda self, job_id: _NoLock())
-    stores = [make_store(oss_server, bucket_name), make_store(oss_server, bucket_name)]
-    stale, done = record(state="processing"), final()
-    regressed = 0
-    for round_number in range(12):
-        job_id = f"broken{round_number:04d}"
-        race(stores, [replace(stale, job_id=job_id), replace(done, job_id=job_id)])
-        stored = stores[0].load(job_id)
-        if not stored.final:
-            regressed += 1
-            assert stores[0].tracking(job_id) is not None  # still swept...
-            stores[0].save(replace(done, job_id=job_id))  # ...and the sweep's next answer heals it
-            assert stores[0].load(job_id).final and stores[0].tracking(job_id) is None
-    assert regressed, "no round regressed: the race never happened and the test proves nothing"
+def claim_body(holder: str, expires_in_s: float) -> bytes:
+    return json.dumps({"holder": holder, "expires_at": time.time() + expires_in_s}).encode()
 
 
-class _NoLock:
-    def __enter__(self):
-        return _NoLease()
-
-    def __exit__(self, *exc_info):
-        return False
-
-
-class _NoLease:
-    def check(self) -> None:
-        pass
-
-
-def test_a_stale_lock_is_taken_over(store, raw, caplog):
-    dead = {"holder": "crashed-instance", "expires_at": time.time() - 1}
-    raw.put_object("ice/records/locks/job00001", json.dumps(dead).encode())
+def test_a_stale_claim_is_taken_over_through_the_next_link(store, raw, caplog):
+    raw.put_object("ice/records/locks/job00001/none", claim_body("crashed-instance", -1))
     started = time.monotonic()
     assert store.save(final()).changed
     assert time.monotonic() - started < 1.0
-    assert "stale lock" in caplog.text
-    assert keys(raw, "ice/records/locks/") == []
+    assert "stale claim" in caplog.text
+    assert keys(raw, "ice/records/locks/") == ["ice/records/locks/job00001/none", "ice/records/locks/job00001/none.1"]
 
 
-def test_a_live_lock_makes_the_writer_wait_then_give_up(oss_server, bucket_name, raw):
-    store = make_store(oss_server, bucket_name, lock_wait_s=0.3)
-    alive = {"holder": "busy-instance", "expires_at": time.time() + 60}
-    raw.put_object("ice/records/locks/job00001", json.dumps(alive).encode())
-    with pytest.raises(StoreError, match="locked by another writer") as raised:
+def test_of_two_writers_taking_over_one_stale_claim_only_one_writes_that_version(oss_server, bucket_name, raw):
+    stores = [make_store(oss_server, bucket_name), make_store(oss_server, bucket_name)]
+    for round_number in range(8):
+        job_id = f"stale{round_number:04d}"
+        stores[0].save(record(job_id))
+        version = raw.head_object(f"ice/records/jobs/{job_id}.json").etag.lower()
+        raw.put_object(f"ice/records/locks/{job_id}/{version}", claim_body("crashed-instance", -1))
+        race(stores, [record(job_id, state="processing", ice_status="UPLOADING"), final(job_id)])
+        assert stores[0].load(job_id).final and stores[0].tracking(job_id) is None
+        links = keys(raw, f"ice/records/locks/{job_id}/{version}")
+        assert f"ice/records/locks/{job_id}/{version}.1" in links  # taken over once, create-only
+
+
+def test_a_live_claim_makes_the_writer_read_again_then_give_up(oss_server, bucket_name, raw):
+    store = make_store(oss_server, bucket_name)
+    raw.put_object("ice/records/locks/job00001/none", claim_body("busy-instance", 60))
+    with pytest.raises(StoreError, match="kept changing under concurrent writers") as raised:
         store.save(final())
     assert bucket_name_in(raised.value, bucket_name)
-    assert store.load("job00001") is None  # nothing written without the lock
-    raw.delete_object("ice/records/locks/job00001")  # the holder finishes
+    assert store.load("job00001") is None  # nothing written without the claim
+    raw.delete_object("ice/records/locks/job00001/none")  # the holder let go without writing
     assert store.save(final()).changed
 
 
-def test_a_lock_released_while_waiting_is_taken(oss_server, bucket_name, raw):
-    store = make_store(oss_server, bucket_name, lock_wait_s=3)
-    alive = {"holder": "busy-instance", "expires_at": time.time() + 60}
-    raw.put_object("ice/records/locks/job00001", json.dumps(alive).encode())
-    releaser = threading.Timer(0.2, raw.delete_object, args=("ice/records/locks/job00001",))
+def test_a_claim_released_while_reading_again_is_taken(oss_server, bucket_name, raw):
+    store = make_store(oss_server, bucket_name)
+    raw.put_object("ice/records/locks/job00001/none", claim_body("busy-instance", 60))
+    releaser = threading.Timer(0.05, raw.delete_object, args=("ice/records/locks/job00001/none",))
     releaser.start()
     try:
         assert store.save(final()).changed
     finally:
         releaser.join()
+
+
+def test_tidy_deletes_only_claims_on_replaced_versions_older_than_an_hour(oss_server, bucket_name, raw, monkeypatch):
+    store = make_store(oss_server, bucket_name)
+    store.save(record())
+    store.save(final())
+    raw.put_object("ice/records/locks/job00009", claim_body("outbox-lease", 60))  # a job's lease: never tidied
+    assert store.tidy() == 0  # young claims stay: a writer may still hold the version they name
+    monkeypatch.setattr("ice_upload_sync.stores.oss.CLAIMS_KEPT_S", -60.0)
+    assert store.tidy() == 2
+    assert keys(raw, "ice/records/locks/") == ["ice/records/locks/job00009"]
 
 
 # ---------------------------------------------------------------- errors

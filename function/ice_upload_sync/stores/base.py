@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StoreError
@@ -173,6 +173,18 @@ class RecordStore(abc.ABC):
         """
 
     # -- with working defaults ------------------------------------------------------
+
+    def vouched(self, digests: Mapping[str, str]) -> Set[str]:
+        """The jobs among ``digests`` (job ID -> the ``answer_digest`` of ICE's answer now) whose stored
+        record the store vouches was made from exactly that answer (see ``answer_digests`` for what
+        vouching means). What the sweep asks; by default, from ``answer_digests``. A store that
+        can tell without knowing the bound digest itself (OSS: from the listings' ETags) overrides it."""
+        bound = self.answer_digests(list(digests))
+        return {job_id for job_id, digest in digests.items() if bound.get(job_id) == digest}
+
+    def tidy(self) -> None:
+        """Housekeeping at the end of a sweep (OSS: old claims); bounded to a second or two. Default: none."""
+        return None
 
     def answer_digests(self, job_ids: Sequence[str]) -> Mapping[str, str]:
         """What lets a sweep settle an unchanged answer with one cheap read and no normalizing.

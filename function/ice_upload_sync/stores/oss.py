@@ -5,34 +5,58 @@ when this store is chosen. Works with oss2 >= 2.16 (the runtime's version); it s
 requests with OSS's V4 signature where the installed oss2 can (2.18.4 and later) and
 with V1 otherwise, which OSS no longer accepts on buckets created since September 2025.
 
-Writes follow the file store's order: the pending marker is created *before* a non-final
-record is written and removed *after* a final one. Markers are created with
-``x-oss-forbid-overwrite: true`` (create-only), so the first ``first_seen_at`` stays.
-The read-merge-write of one job is serialized by a short-lived lock object
-``<prefix>/locks/<job_id>``, also created create-only; only writes that change something
-take it. A lock older than ``lock_ttl_s`` is stale (its holder died) and is taken over.
-Taking over is the one remaining race (two writers may both take the same stale lock);
-``save`` then still leaves every non-final record with its marker, so the sweep heals
-whatever the race got wrong (see docs/oss.md).
+A save carries out ``saving.plan_save`` against the record as read (one GET, which also gives
+its ETag: the version), under a claim on that version: ``<prefix>/locks/<job_id>/<ETag>``
+(``none`` before the first record), created create-only (``x-oss-forbid-overwrite``), so of two
+writers that read one version only one replaces it; the other reads again. No unlock follows a
+replacing write (the claim on a dead version stays until ``tidy`` deletes it an hour on), so a
+change costs four requests: GET, claim, then for an open job the marker and the record, for a
+final one the record and the marker's removal (docs/oss.md). A claim whose holder died is taken
+over through the next link (``<ETag>.1``), create-only as well. What writes nothing takes no claim.
+
+The marker of an open job binds ICE's answer to the record it precedes (``bound_marker``: the
+answer's digest and the record's ETag, in canonical bytes; ``first_seen_at`` and ``source`` as
+metadata). A sweep lists ``pending/`` and pages of ``jobs/``, and an answer whose bound marker's
+ETag matches the record's ETag in place is settled without a request (``vouched``); any other
+hand on either object breaks the match. Markers the version before wrote (``{job_id,
+first_seen_at, source}``) are read as they are and rebound by the next save.
 
 With ``notify_states`` set, a write that takes a record into one of those states first puts
-the job's outbox entry ``<prefix>/outbox/<job_id>`` (``notify.Owed``), under the job's lock
-and before the record (and its marker), so a crash never leaves a record that owes nothing.
-``claim``, ``settle`` and ``reschedule`` compare the entry's event and claim
-(``Owed.claim_key``) under the same lock.
+the job's outbox entry ``<prefix>/outbox/<job_id>`` (``notify.Owed``), under the job's lease
+``<prefix>/locks/<job_id>`` and before the record, so a crash never leaves a record that owes
+nothing. ``claim``, ``settle`` and ``reschedule`` compare the entry's event and claim
+(``Owed.claim_key``) under the same lease.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import random
 import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
 from urllib.parse import urlsplit
 
 import oss2
@@ -61,6 +85,13 @@ READ_TIMEOUT_S = 5.0  # records are a few KB; a healthy OSS answers in milliseco
 LOCK_TTL_S = 30.0
 LOCK_WAIT_S = 5.0
 PAGE_SIZE = 1000  # OSS's maximum per ListObjectsV2 page
+SAVE_ROUNDS = 8  # reads of one job's record while other writers keep claiming it first
+LISTING_TRUSTED_S = 60.0  # a marker listed longer ago than this is read again, not taken from the listing
+MARKERS_KEPT = 20000  # marker ETags kept from the pending listing: well over a sweep's window
+RECORD_PAGES_KEPT = 8  # pages of the jobs/ listing kept for vouched
+CLAIM_LINKS = 8  # stale claims on one version taken over in a row before giving up
+CLAIMS_KEPT_S = 3600.0  # a claim on a replaced version is deleted (tidy) only this long after it was made
+_META = "x-oss-meta-"
 
 _OSS_HOST = re.compile(r"^oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -130,6 +161,13 @@ class OssStore(RecordStore):
         self._buckets: LazyClient[oss2.Bucket] = LazyClient(
             self._make_bucket, lambda: StoreError(f"OSS store {self.describe()}: no credentials bound"))
         self._existence_unchecked = not create
+        self._listing_lock = threading.Lock()
+        self._page_fetching = threading.Lock()
+        # job ID -> (marker ETag, when listed), from the pending listing: the last MARKERS_KEPT
+        self._markers_listed: OrderedDict[str, Tuple[str, float]] = OrderedDict()
+        self._record_pages: List[_Page] = []  # the last pages of jobs/ listed for vouched
+        self._page_keys = page_size
+        self._tidied_after = ""  # where tidy stopped
         if credentials is not None:
             self.bind(credentials)
 
@@ -176,11 +214,15 @@ class OssStore(RecordStore):
     # -- the interface ------------------------------------------------------------
 
     def load(self, job_id: str) -> Optional[JobRecord]:
+        return self._load(job_id)[0]
+
+    def _load(self, job_id: str) -> Tuple[Optional[JobRecord], Optional[str]]:
+        """The record and its ETag (the version a write claims), or (None, None)."""
         found = self._get(self._record_key(job_id), f"read the record of job {job_id}")
         if found is None:
-            return None
+            return None, None
         try:
-            return JobRecord.from_dict(json.loads(found[0]))
+            return JobRecord.from_dict(json.loads(found.body)), found.etag
         except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise StoreError(f"OSS store {self.describe()}: the record of job {job_id} is corrupt: "
                              f"{type(exc).__name__}") from None
@@ -189,10 +231,14 @@ class OssStore(RecordStore):
         found = self._get(self._marker_key(job_id), f"read the pending marker of job {job_id}")
         if found is None:
             return None
-        raw, modified = found
-        written = datetime.fromtimestamp(modified, tz=timezone.utc) if modified else datetime.now(timezone.utc)
-        fallback = format_time(written)
-        return Tracking.from_json(job_id, raw, fallback)
+        written = datetime.fromtimestamp(found.modified, tz=timezone.utc) if found.modified \
+            else datetime.now(timezone.utc)
+        # today's markers hold first_seen_at in their body; bound ones as metadata (bound_marker)
+        fallback = found.meta.get("first-seen-at") or format_time(written)
+        tracking = Tracking.from_json(job_id, found.body, fallback)
+        source = found.meta.get("source")
+        return Tracking(job_id, tracking.first_seen_at, source) if source and b'"source"' not in found.body \
+            else tracking
 
     def track(self, tracking: Tracking) -> Tracked:
         job_id = tracking.job_id
@@ -214,67 +260,177 @@ class OssStore(RecordStore):
         return results
 
     def _save(self, fresh: JobRecord) -> MergeResult:
-        """``plan_save`` carried out under the job's lease lock; what writes nothing takes no lock."""
+        """``_save_once``, again from a fresh read while another writer claims the same version first."""
+        for attempt in range(SAVE_ROUNDS):
+            try:
+                return self._save_once(fresh)
+            except _Superseded:
+                time.sleep(random.uniform(0, min(0.2, 0.01 * 2 ** attempt)))  # full jitter
+        raise StoreError(f"OSS store {self.describe()}: job {fresh.job_id} kept changing under concurrent writers; "
+                         f"not written after {SAVE_ROUNDS} tries")
+
+    def _save_once(self, fresh: JobRecord) -> MergeResult:
+        """``plan_save`` against the record as read, carried out under a claim on that version.
+
+        What writes nothing takes no claim; nor does removing a final job's marker (always right).
+        The claim (``_claim``) is create-only, on ``locks/<job_id>/<record ETag>``: of two writers
+        that read the same version, one replaces it and the other reads again. Requests: one GET,
+        the claim, then the plan's writes: the marker (bound to the record it precedes) and the
+        record for an open job, the record and the marker's removal for a final one.
+        """
         job_id = fresh.job_id
-        stored = self.load(job_id)
-        # The marker matters to the plan only when there is no record yet (its first_seen_at);
-        # a change to a record that exists is written without reading it (one request fewer).
-        marker = self.tracking(job_id) if stored is None else None
-        plan = plan_save(stored, marker, fresh, self.notify_states, marker_known=False)
-        if not plan.result.changed:  # nothing to write: no lock, unless a marker must be made again
-            marker = marker if stored is None else self.tracking(job_id)
-            plan = plan_save(stored, marker, fresh, self.notify_states)
-            if plan.open_marker is None:  # at most a final job's marker to remove
-                self._carry_out_markers(plan)
-                return plan.result
-            # An open record without its marker (a crash left it so, or another instance made the
-            # job final since we read it): only a fresh read under the lock may tell which.
-        with self._job_lock(job_id) as lease:
-            stored = self.load(job_id)
-            # again, under the lock; ``track`` makes markers without it, so their existence stays unknown
-            plan = plan_save(stored, marker, fresh, self.notify_states, marker_known=False)
-            if not plan.result.changed:  # (so a record is stored)
-                self._carry_out_markers(plan_save(stored, self.tracking(job_id), fresh, self.notify_states))
-                return plan.result
-            record = plan.result.record
-            data = self._encode(record)  # before any write: a record that cannot be leaves no marker
-            if plan.owe is not None:
-                # the entry first, like the marker: a record that owes an event never exists without it
-                lease.check()
-                self._put_entry(plan.owe)
-            if plan.open_marker is not None:  # marker first: a non-final record never exists without it
-                self._create_marker(plan.open_marker)
-            lease.check()
-            self._put_record(record, data)
-            if plan.remove_marker:
-                self._delete(self._marker_key(job_id), f"untrack job {job_id}")
-                # A writer whose lock was taken over may have regressed the record meanwhile:
-                # then keep it swept, and the next sweep restores the final answer.
-                now_stored = self.load(job_id)
-                if now_stored is not None and not now_stored.final:
-                    self._ensure_marker(now_stored, fresh.source)
-            elif not self._exists(self._marker_key(job_id), f"check the pending marker of job {job_id}"):
-                # ...or removed our marker after its final write: recreate it (same reason)
-                self._ensure_marker(record, fresh.source)
+        read_at = time.monotonic()
+        stored, version = self._load(job_id)
+        listed = self._listed_marker(job_id) is not None  # the sweep listed its marker a moment ago
+        source = fresh.source  # what a marker rewritten now says it was tracked by
+        if stored is None:  # the marker's first_seen_at is the record's
+            tracked = self.tracking(job_id)
+            source = tracked.source if tracked is not None else source
+            plan = plan_save(None, tracked, fresh, self.notify_states)
+        else:
+            marker = Tracking(job_id, stored.first_seen_at, fresh.source) if listed else None
+            plan = plan_save(stored, marker, fresh, self.notify_states, marker_known=listed)
+            if not plan.result.changed and not listed:  # whether an open job's marker is there: one read
+                plan = plan_save(stored, self.tracking(job_id), fresh, self.notify_states)
+        if plan.idle:
             return plan.result
+        if not plan.result.changed and plan.open_marker is None and plan.bind is None:
+            self._delete(self._marker_key(job_id), f"untrack job {job_id}")  # a final job's marker left behind
+            return plan.result
+        record = plan.result.record
+        data = self._encode(record) if plan.result.changed else None  # before any write: unencodable writes nothing
+        with self._claim(job_id, version, read_at) as claim:
+            if plan.owe is not None:
+                # the entry first, like the marker, under the job's lease (the outbox's settle compares under it)
+                with self._job_lock(job_id) as lease:
+                    claim.check()
+                    lease.check()
+                    self._put_entry(plan.owe)
+            if not record.final:  # marker first: a non-final record never exists without it
+                claim.check()
+                self._put_marker(job_id, plan.bind, _md5(data) if data is not None else version or "",
+                                 record.first_seen_at, source)
+            if data is not None:
+                claim.check()
+                self._put_record(record, data)
+                claim.replaced = True
+            if record.final:
+                self._delete(self._marker_key(job_id), f"untrack job {job_id}")
+        return plan.result
+
+    def _put_marker(self, job_id: str, digest: Optional[str], record_etag: str, first_seen_at: str,
+                    source: str) -> None:
+        """The job's marker, bound to the answer ``digest`` and the record ``record_etag`` (``bound_marker``)."""
+        data = bound_marker(job_id, digest, record_etag)
+        headers = {"Content-Type": "application/json", "x-oss-meta-first-seen-at": first_seen_at,
+                   "x-oss-meta-source": source}
+        self._call(f"track job {job_id}",
+                   lambda bucket: bucket.put_object(self._marker_key(job_id), data, headers=headers))
+
+    # -- answers vouched for by the listings -------------------------------------------
+
+    def vouched(self, digests: Mapping[str, str]) -> Set[str]:
+        """The jobs whose marker, as the sweep listed it, binds this very answer to the record in place.
+
+        No request beyond the listings: the marker's ETag is the MD5 of ``bound_marker(job_id,
+        digest, record ETag)`` exactly when the marker binds ``digest`` to that record, and the
+        record's ETag comes from a listing of ``jobs/`` (``_record_etags``). A write by anyone
+        else (a hand edit of either object, an older version of this code rewriting the record,
+        a restore of an older record) changes one ETag or the other, and the job is checked the
+        ordinary way. A job whose marker this instance has not listed is never vouched for.
+        """
+        trusted_since = time.monotonic() - LISTING_TRUSTED_S
+        with self._listing_lock:
+            markers = {job_id: self._markers_listed[job_id] for job_id in digests
+                       if job_id in self._markers_listed and self._markers_listed[job_id][1] >= trusted_since}
+        if not markers:
+            return set()
+        records = self._record_etags(markers)
+        return {job_id for job_id, (etag, _listed_at) in markers.items() if records.get(job_id)
+                and etag == _md5(bound_marker(job_id, digests[job_id], records[job_id] or ""))}
+
+    def _listed_marker(self, job_id: str) -> Optional[str]:
+        """The ETag of the job's marker if this instance listed it in the last ``LISTING_TRUSTED_S``."""
+        with self._listing_lock:
+            listed = self._markers_listed.get(job_id)
+        return listed[0] if listed is not None and time.monotonic() - listed[1] < LISTING_TRUSTED_S else None
+
+    def _record_etags(self, markers: Mapping[str, Tuple[str, float]]) -> Dict[str, Optional[str]]:
+        """Each job's record ETag (None: no record), from pages of the ``jobs/`` listing listed no
+        earlier than the job's marker (``markers``: job ID -> (ETag, when listed)), so that what a
+        page says is never older than what the marker says.
+
+        A page starts at the first job not yet covered and covers every record up to its last key,
+        so a sweep over open jobs whose records lie close together (a backlog) lists ``jobs/``
+        about once per thousand jobs. Where they lie far apart (few open jobs among many final
+        ones), a page of one key a job asks no more than a HEAD would. The last few pages are kept.
+        """
+        found: Dict[str, Optional[str]] = {}
+        for job_id in sorted(markers):
+            key = self._record_key(job_id)
+            page = self._page_covering(key, since=markers[job_id][1])
+            if page is None:
+                with self._page_fetching:  # one writer thread lists; the others use its page
+                    page = self._page_covering(key, since=markers[job_id][1]) or self._list_records_from(key)
+            found[job_id] = page.etags.get(key)
+        return found
+
+    def _page_covering(self, key: str, *, since: float) -> Optional[_Page]:
+        with self._listing_lock:
+            return next((page for page in self._record_pages if page.listed_at >= since and page.covers(key)), None)
+
+    def _list_records_from(self, key: str) -> _Page:
+        folder = self._record_key("")[:-len(".json")]
+        with self._listing_lock:
+            max_keys = self._page_keys
+        start_after = key[:-len(".json")]  # sorts just before the record's key
+        listed_at = time.monotonic()
+        listing = self._call("list records", lambda bucket: bucket.list_objects_v2(
+            prefix=folder, start_after=start_after, max_keys=max_keys))
+        etags = {info.key: _etag(info.etag) for info in listing.object_list}
+        last = listing.object_list[-1].key if listing.object_list else None
+        page = _Page(start_after, last if listing.is_truncated else None, etags, listed_at)
+        with self._listing_lock:
+            # how many of the page's records are of jobs listed open: few, and pages of one key do as well
+            open_share = sum(1 for name in etags if name[len(folder):-len(".json")] in self._markers_listed)
+            self._page_keys = self.page_size if open_share * 100 >= len(etags) else 1
+            self._record_pages.append(page)
+            del self._record_pages[:-RECORD_PAGES_KEPT]
+        return page
 
     def _names(self, prefix: str, start_after: str, doing: str) -> Iterator[str]:
         """The object names right under ``prefix`` (none in a deeper folder), in ascending order (OSS
         lists lexically) after the key ``start_after``; one page (up to ``page_size`` keys) in memory
         at a time. oss2 retries a failed page at once, without backoff."""
-        bucket = self._current_bucket()
-        try:
-            for info in oss2.ObjectIteratorV2(bucket, prefix=prefix, start_after=start_after,
-                                              max_keys=self.page_size):
+        for name, _etag_hex, _asked_at in self._listing(prefix, start_after, doing):
+            yield name
+
+    def _listing(self, prefix: str, start_after: str, doing: str) -> Iterator[Tuple[str, str, float]]:
+        """``_names`` with each object's ETag and when its page was asked for (``time.monotonic()``)."""
+        token = ""
+        while True:
+            asked_at = time.monotonic()
+            page = self._call(doing, functools.partial(_list_page, prefix=prefix, start_after=start_after,
+                                                       continuation_token=token, max_keys=self.page_size))
+            for info in page.object_list:
                 name = info.key[len(prefix):]
                 if name and "/" not in name:
-                    yield name
-        except (OssError, requests.RequestException) as exc:
-            raise self._error(exc, doing) from None
+                    yield name, _etag(info.etag), asked_at
+            if not page.is_truncated:
+                return
+            token = page.next_continuation_token
 
     def pending_job_ids(self, after: Optional[str] = None) -> Iterator[str]:
-        """Ascending order; ``after`` becomes the listing's ``start-after``."""
-        yield from self._names(self._marker_key(""), self._marker_key(after) if after else "", "list pending jobs")
+        """Ascending order; ``after`` becomes the listing's ``start-after``. Each marker's ETag is kept
+        (the last ``MARKERS_KEPT``) for ``vouched``."""
+        for name, etag, asked_at in self._listing(self._marker_key(""), self._marker_key(after) if after else "",
+                                                  "list pending jobs"):
+            with self._listing_lock:
+                self._markers_listed[name] = (etag, asked_at)
+                self._markers_listed.move_to_end(name)
+                if len(self._markers_listed) > MARKERS_KEPT:
+                    self._markers_listed.popitem(last=False)
+            yield name
 
     def records(self, after: Optional[str] = None, *,
                 unreadable: Optional[Unreadable] = None) -> Iterator[JobRecord]:
@@ -439,6 +595,86 @@ class OssStore(RecordStore):
         finally:
             self._release(key, holder, lease, job_id)
 
+    @contextlib.contextmanager
+    def _claim(self, job_id: str, version: Optional[str], read_at: float) -> Iterator[_Claim]:
+        """Claim the version of the job's record this save read: ``locks/<job_id>/<ETag>`` (``none``: no
+        record yet), created create-only, so that of two writers that read one version only one writes.
+
+        Taken by another writer and live: ``_Superseded`` (the caller reads again). Left by a writer
+        that died (expired): taken over, and the record read again to be sure it is still that
+        version. A claim on a version the save replaced stays, so that a writer still holding that
+        version finds it taken (``tidy`` deletes it ``CLAIMS_KEPT_S`` later); one whose version
+        stands (a marker written, a binding, a failed write) is deleted at the end. A claim whose
+        holder died is taken over by creating the next link (``<ETag>.1``, ``.2``...), create-only
+        as well, so of two writers taking it over only one does.
+        """
+        if time.monotonic() - read_at > self.lock_ttl_s / 2:
+            raise _Superseded  # read too long ago to claim on (and tidy keeps claims only so long)
+        first = f"{self._base}locks/{job_id}/{version or 'none'}"
+        holder = uuid.uuid4().hex
+        taken_at = time.monotonic()
+        body = json.dumps({"holder": holder, "expires_at": round(time.time() + self.lock_ttl_s, 3)}).encode()
+        for link in range(CLAIM_LINKS):
+            key = first if link == 0 else f"{first}.{link}"
+            if self._create(key, body, f"claim job {job_id}"):
+                break
+            current = self._get(key, f"read the claim on job {job_id}")
+            if current is None:
+                raise _Superseded  # released (or tidied) meanwhile: read again
+            owner, expires_at = _lock_owner(current, self.lock_ttl_s)
+            if owner == holder:  # our own create, retried after its answer was lost
+                break
+            if expires_at >= time.time():
+                raise _Superseded  # someone is writing that version: read again
+            # its holder died: the next link, create-only too, so only one writer takes it over
+            logger.warning("taking over the stale claim on job %s (OSS store %s)", job_id, self.describe())
+        else:
+            raise StoreError(f"OSS store {self.describe()}: job {job_id} has {CLAIM_LINKS} stale claims in a row; "
+                             "try again later")
+        if link and self._load(job_id)[1] != version:
+            self._release(key, holder, _Lease(taken_at, self.lock_ttl_s, ""), job_id)
+            raise _Superseded  # a writer before us replaced it after all
+        claim = _Claim(taken_at, self.lock_ttl_s, f"OSS store {self.describe()}")
+        try:
+            yield claim
+        finally:
+            if not claim.replaced:
+                self._release(key, holder, claim, job_id)
+
+    def tidy(self, budget_s: float = 2.0) -> int:  # type: ignore[override]
+        """Delete claims on replaced versions older than ``CLAIMS_KEPT_S``, a few listing pages of
+        ``locks/`` at a time (resuming where the last call stopped); one batch delete per page.
+        Returns how many were deleted."""
+        folder = f"{self._base}locks/"
+        stop_at, deleted, old = time.monotonic() + budget_s, 0, []
+        cutoff = time.time() - CLAIMS_KEPT_S
+        bucket = self._current_bucket()
+        last = self._tidied_after
+        try:
+            for info in oss2.ObjectIteratorV2(bucket, prefix=folder, start_after=self._tidied_after,
+                                              max_keys=self.page_size):
+                last = info.key
+                if "/" in info.key[len(folder):] and (info.last_modified or 0) < cutoff:
+                    old.append(info.key)
+                if len(old) >= self.page_size:
+                    deleted += self._delete_all(bucket, old)
+                    old = []
+                if time.monotonic() >= stop_at:
+                    break
+            else:
+                last = ""  # the whole folder: start over next time
+            deleted += self._delete_all(bucket, old)
+        except (OssError, requests.RequestException) as exc:
+            raise self._error(exc, "tidy the claims") from None
+        self._tidied_after = last
+        return deleted
+
+    @staticmethod
+    def _delete_all(bucket: oss2.Bucket, keys: List[str]) -> int:
+        if keys:
+            bucket.batch_delete_objects(keys)
+        return len(keys)
+
     def _release(self, key: str, holder: str, lease: _Lease, job_id: str) -> None:
         try:
             if not lease.valid():  # held past its time: it may be someone else's now
@@ -490,11 +726,13 @@ class OssStore(RecordStore):
                 raise self._error(exc, doing) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _get(self, key: str, doing: str) -> Optional[Tuple[bytes, Optional[int]]]:
-        """(body, last-modified epoch seconds), or None when the object does not exist."""
-        def read(bucket: oss2.Bucket) -> Tuple[bytes, Optional[int]]:
+    def _get(self, key: str, doing: str) -> Optional[_Object]:
+        """The object (body, last-modified epoch seconds, ETag, user metadata), or None when it does not exist."""
+        def read(bucket: oss2.Bucket) -> _Object:
             answer = bucket.get_object(key)
-            return answer.read(), answer.last_modified
+            meta = {name.lower()[len(_META):]: value for name, value in answer.headers.items()
+                    if name.lower().startswith(_META)}
+            return _Object(answer.read(), answer.last_modified, _etag(answer.etag), meta)
 
         try:
             return self._call(doing, read, passthrough=_is_missing)
@@ -544,6 +782,54 @@ class OssStore(RecordStore):
         return StoreError(f"{where}: {reason}{request}")
 
 
+class _Superseded(Exception):
+    """Another writer claimed the version this save read: read again."""
+
+
+@dataclass(frozen=True)
+class _Page:
+    """A page of the ``jobs/`` listing: every record key after ``start_after`` up to ``last`` (None: to the end)."""
+
+    start_after: str
+    last: Optional[str]
+    etags: Dict[str, str]
+    listed_at: float  # time.monotonic() when it was asked for
+
+    def covers(self, key: str) -> bool:
+        return key > self.start_after and (self.last is None or key <= self.last)
+
+
+class _Object(NamedTuple):
+    body: bytes
+    modified: Optional[int]  # epoch seconds
+    etag: str  # lowercase hex, no quotes
+    meta: Dict[str, str]  # user metadata (x-oss-meta-*), by lowercase name without the prefix
+
+
+def _etag(value: Optional[str]) -> str:
+    """An ETag as we compare it: OSS sends uppercase hex in quotes, moto lowercase; oss2 strips the quotes."""
+    return (value or "").strip().strip('"').lower()
+
+
+def bound_marker(job_id: str, digest: Optional[str], record_etag: str) -> bytes:
+    """The marker of an open job whose record (``record_etag``) was made from the answer ``digest``.
+
+    Canonical bytes: a listing's ETag of the marker (its MD5, for a simple PutObject) then tells
+    whether it binds this very answer to the record in place, without reading either object.
+    ``first_seen_at`` and ``source`` travel as the marker's metadata (not in the ETag).
+    """
+    return json.dumps({"answer": digest, "job_id": job_id, "record": record_etag, "v": 1},
+                      sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _list_page(bucket: oss2.Bucket, **query: Any) -> Any:
+    return bucket.list_objects_v2(**query)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - what OSS's ETag is, not a safeguard
+
+
 class _Lease:
     """How long our lock is ours: past ``ttl`` another writer may take it over."""
 
@@ -561,9 +847,17 @@ class _Lease:
                              "try again")
 
 
-def _lock_owner(found: Tuple[bytes, Optional[int]], ttl: float) -> Tuple[Optional[str], float]:
+class _Claim(_Lease):
+    """A claim on one version of a job's record; ``replaced`` once the save wrote over that version."""
+
+    def __init__(self, taken_at: float, ttl: float, store: str) -> None:
+        super().__init__(taken_at, ttl, store)
+        self.replaced = False
+
+
+def _lock_owner(found: _Object, ttl: float) -> Tuple[Optional[str], float]:
     """(holder, expiry in epoch seconds) of a lock object; an unreadable body expires ``ttl`` after its write."""
-    raw, modified = found
+    raw, modified = found.body, found.modified
     try:
         data = json.loads(raw)
         return str(data["holder"]), float(data["expires_at"])
