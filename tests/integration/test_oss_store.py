@@ -122,6 +122,27 @@ def test_pending_jobs_are_listed_page_by_page_as_they_are_consumed(oss_server, b
     assert len(lists) == 3 and all("continuation-token=" in r.query for r in lists)
 
 
+def test_where_open_jobs_lie_far_apart_records_are_looked_up_a_key_at_a_time(oss_server, bucket_name, raw):
+    """Vouching lists jobs/ from each open job on. Among many final records, a full page covers one
+    open job, so pages of one key follow; a page of one key must not switch full pages back on
+    (it says nothing of how dense open jobs are): only every SPARSE_PROBE_EVERY-th page is full again."""
+    store = make_store(oss_server, bucket_name, page_size=120)
+    open_ids = [f"job{n:05d}" for n in range(0, 1800, 150)]
+    body = json.dumps(final().to_dict()).encode()
+    for n in range(1800):
+        raw.put_object(f"ice/records/jobs/job{n:05d}.json", body)
+    for job_id in open_ids:
+        raw.put_object(f"ice/records/pending/{job_id}", b"{}")
+    assert list(store.pending_job_ids()) == open_ids
+    oss_server.reset_requests()
+    for job_id in open_ids:  # one writer group after another, as a sweep asks
+        assert store.vouched({job_id: "d"}) == set()  # markers of the version before: none vouched for
+    pages = [r.query for r in oss_server.requests if "list-type=2" in r.query and "/jobs/" not in r.path
+             and "prefix=ice%2Frecords%2Fjobs" in r.query]
+    assert len(pages) == len(open_ids)
+    assert sum("max-keys=120" in query for query in pages) == 1, pages  # the first; then a key at a time
+
+
 # ---------------------------------------------------------------- claims on a version
 
 

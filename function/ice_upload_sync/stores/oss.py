@@ -89,6 +89,7 @@ SAVE_ROUNDS = 8  # reads of one job's record while other writers keep claiming i
 LISTING_TRUSTED_S = 60.0  # a marker listed longer ago than this is read again, not taken from the listing
 MARKERS_KEPT = 5000  # marker ETags kept from the pending listing: a sweep reads a page (1,000) and a window ahead
 RECORD_PAGES_KEPT = 2  # pages of the jobs/ listing kept for vouched
+SPARSE_PROBE_EVERY = 100  # pages of one key between two full pages that measure again how dense open jobs are
 CLAIM_LINKS = 8  # stale claims on one version taken over in a row before giving up
 CLAIMS_KEPT_S = 3600.0  # a claim on a replaced version is deleted (tidy) only this long after it was made
 _META = "x-oss-meta-"
@@ -166,7 +167,8 @@ class OssStore(RecordStore):
         # job ID -> (marker ETag, when listed), from the pending listing: the last MARKERS_KEPT
         self._markers_listed: OrderedDict[str, Tuple[str, float]] = OrderedDict()
         self._record_pages: List[_Page] = []  # the last pages of jobs/ listed for vouched
-        self._page_keys = page_size
+        self._page_keys = page_size  # keys a jobs/ page asks for: page_size, or 1 where open jobs lie far apart
+        self._single_key_pages = 0  # pages of one key since the last full one
         self._tidied_after = ""  # where tidy stopped
         if credentials is not None:
             self.bind(credentials)
@@ -391,9 +393,15 @@ class OssStore(RecordStore):
         last = listing.object_list[-1].key if listing.object_list else None
         page = _Page(start_after, last if listing.is_truncated else None, etags, listed_at)
         with self._listing_lock:
-            # how many of the page's records are of jobs listed open: few, and pages of one key do as well
-            open_share = sum(1 for name in etags if name[len(folder):-len(".json")] in self._markers_listed)
-            self._page_keys = self.page_size if open_share * 100 >= len(etags) else 1
+            if max_keys > 1:
+                # how many of the page's records are of jobs listed open: few, and pages of one key do as well
+                open_share = sum(1 for name in etags if name[len(folder):-len(".json")] in self._markers_listed)
+                if open_share * 100 < len(etags):
+                    self._page_keys, self._single_key_pages = 1, 0
+            else:  # a page of one key says nothing of how dense open jobs are: a full page, now and then
+                self._single_key_pages += 1
+                if self._single_key_pages >= SPARSE_PROBE_EVERY:
+                    self._page_keys = self.page_size
             self._record_pages.append(page)
             del self._record_pages[:-RECORD_PAGES_KEPT]
         return page
