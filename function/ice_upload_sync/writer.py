@@ -19,7 +19,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import AbstractSet, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import AbstractSet, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .config import Settings
 from .errors import StoreError
@@ -154,10 +154,11 @@ class RecordWriter:
         """
         report = _Report()
         try:
-            vouched = self._vouched(answers)
+            digests = _digests(answers)
+            vouched = self._vouched(digests)
             records: List[JobRecord] = []
             for answer in answers:
-                records += self._records_of(answer, report, vouched)
+                records += self._records_of(answer, report, vouched, digests)
             self._save_all(records, answers[0].now, report)
         except Exception:  # noqa: BLE001 - a bug must cost its jobs, not the sweep
             settled = set(report.failed) | set(report.not_found)
@@ -167,26 +168,22 @@ class RecordWriter:
             report = _Report(failed=[*report.failed, *unsettled], not_found=report.not_found)
         return report
 
-    def _vouched(self, answers: List[Answer]) -> Dict[str, str]:
+    def _vouched(self, digests: Dict[int, Tuple[str, str]]) -> Dict[str, str]:
         """The jobs of these answers whose stored record the store vouches was made from this very
         answer (``RecordStore.vouched``), with that answer's digest: one cheap look for many jobs,
         and such an answer changes nothing."""
-        digests: Dict[str, str] = {}
-        for answer in answers:
-            for info in answer.outcome.answer.infos if answer.outcome.answer is not None else ():
-                if is_valid_job_id(info.job_id):
-                    with contextlib.suppress(Exception):  # a digest that cannot be made: the ordinary way says why
-                        digests[info.job_id] = answer_digest(info)
-        if not digests:
+        by_job = dict(digests.values())
+        if not by_job:
             return {}
         try:
-            return {job_id: digests[job_id] for job_id in self.store.vouched(digests) if job_id in digests}
+            return {job_id: by_job[job_id] for job_id in self.store.vouched(by_job) if job_id in by_job}
         except Exception as exc:  # noqa: BLE001 - only a shortcut: the ordinary path decides, and reports failures
             logger.warning("cannot read the answer digests of %d job(s) (%s: %s); checking them the ordinary way",
-                           len(digests), type(exc).__name__, str(exc)[:200])
+                           len(by_job), type(exc).__name__, str(exc)[:200])
             return {}
 
-    def _records_of(self, answer: Answer, report: _Report, vouched: Dict[str, str]) -> List[JobRecord]:
+    def _records_of(self, answer: Answer, report: _Report, vouched: Dict[str, str],
+                    digests: Dict[int, Tuple[str, str]]) -> List[JobRecord]:
         """The records to save for one answer. An item whose digest the store vouches for is
         settled here as unchanged, without normalizing it, unless the job is due to expire."""
         outcome, request = answer.outcome, answer.request
@@ -205,7 +202,8 @@ class RecordWriter:
                 continue
             seen.add(info.job_id)
             try:
-                digest = answer_digest(info)
+                made = digests.get(id(info))
+                digest = made[1] if made is not None else answer_digest(info)  # raises what _digests passed over
                 # an unknown status word takes the ordinary way: it is warned about at every look
                 if vouched.get(info.job_id) == digest and info.job_id not in claimed \
                         and _not_stale(info, stale_before) and is_known_status(info.status):
@@ -332,6 +330,19 @@ def writer_threads(store: RecordStore, settings: Settings) -> int:
     concurrency = max(1, settings.ice_concurrency)
     preferred = store.write_concurrency
     return concurrency if preferred is None else max(1, min(concurrency, preferred))
+
+
+def _digests(answers: List[Answer]) -> Dict[int, Tuple[str, str]]:
+    """``answer_digest`` of every answer item with a job ID we can record, made once for the vouching
+    and the records: by the item's ``id()`` (the answers outlive the call), (job ID, digest). An
+    item whose digest cannot be made is left out; making the record fails it, saying why."""
+    digests: Dict[int, Tuple[str, str]] = {}
+    for answer in answers:
+        for info in answer.outcome.answer.infos if answer.outcome.answer is not None else ():
+            if is_valid_job_id(info.job_id):
+                with contextlib.suppress(Exception):
+                    digests[id(info)] = (info.job_id, answer_digest(info))
+    return digests
 
 
 def _not_stale(info: UploadInfo, stale_before: Optional[str]) -> bool:
