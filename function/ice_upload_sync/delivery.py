@@ -34,16 +34,20 @@ SKIPPED = "skipped: it failed earlier in this invocation"
 _ERROR_TEXT_MAX = 200
 
 
-class Outcome(str, enum.Enum):
+class TextEnum(str, enum.Enum):
+    """A str enum that reads as its value in logs and messages, on every Python version."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Outcome(TextEnum):
     """What came of sending an event to one target (see the module's docstring)."""
 
     DELIVERED = "delivered"
     RETRY = "retry"
     GIVE_UP_AFTER_TRIES = "give_up_after_tries"
     NOT_TRIED = "not_tried"
-
-    def __str__(self) -> str:  # "retry" in logs and messages, on every Python version
-        return self.value
 
 
 DELIVERED = Outcome.DELIVERED

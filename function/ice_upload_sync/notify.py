@@ -25,7 +25,6 @@ target's host; never a secret.
 """
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import random
@@ -35,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Collection, Optional, Sequence, Tuple
 
 from .cloudevent import event_id, event_type
-from .delivery import DELIVERED, GIVE_UP_AFTER_TRIES, NOT_TRIED, RETRY, DeliveryResult, Target
+from .delivery import DELIVERED, GIVE_UP_AFTER_TRIES, NOT_TRIED, RETRY, DeliveryResult, Target, TextEnum
 from .records import STATES, JobRecord, format_time, parse_time
 
 logger = logging.getLogger(__name__)
@@ -201,16 +200,13 @@ def owes_notification(before: Optional[JobRecord], after: JobRecord, states: Col
     return after.state in states and (before is None or before.state != after.state)
 
 
-class EntryStatus(str, enum.Enum):
+class EntryStatus(TextEnum):
     """``entry_status``'s answer: what to do with an owed entry now."""
 
     DELIVER = "deliver"
     WAIT = "wait"
     DROP = "drop"
     REOWE = "reowe"
-
-    def __str__(self) -> str:  # "wait" in logs and messages, on every Python version
-        return self.value
 
 
 DELIVER = EntryStatus.DELIVER
