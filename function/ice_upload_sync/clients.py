@@ -42,15 +42,16 @@ class LazyClient(Generic[_Client]):
             credentials = self._credentials
             if credentials is None:
                 raise self._missing()
-            identity = _identity(credentials)
+            identity = credential_identity(credentials)
             if self._client is None or identity != self._client_identity:
                 self._client = self._build(credentials)
                 self._client_identity = identity
             return self._client
 
 
-def _identity(credentials: Any) -> Tuple[str, str, Optional[str]]:
-    """What makes credentials these credentials: FC hands over a new object every invocation."""
+def credential_identity(credentials: Any) -> Tuple[str, str, Optional[str]]:
+    """(key ID, secret, security token or None): what makes credentials these credentials (FC hands
+    over a new object every invocation), and what the store SDKs are built from."""
     return (credentials.access_key_id, credentials.access_key_secret,
             getattr(credentials, "security_token", None) or None)
 

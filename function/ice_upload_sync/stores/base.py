@@ -28,12 +28,15 @@ class Tracking:
                            "source": self.source}).encode("utf-8")
 
     @classmethod
-    def from_json(cls, job_id: str, raw: bytes, fallback_time: str) -> Tracking:
+    def from_json(cls, job_id: str, raw: bytes, fallback_time: str, fallback_source: str = "timer") -> Tracking:
         try:
             data = json.loads(raw or b"{}")
         except ValueError:
             data = {}
-        return cls(job_id, str(data.get("first_seen_at") or fallback_time), str(data.get("source") or "timer"))
+        if not isinstance(data, dict):
+            data = {}
+        return cls(job_id, str(data.get("first_seen_at") or fallback_time),
+                   str(data.get("source") or fallback_source))
 
 
 class Tracked(enum.Enum):

@@ -46,6 +46,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    Iterable,
     Iterator,
     List,
     Mapping,
@@ -63,12 +64,12 @@ import oss2
 import requests
 from oss2.exceptions import OssError, RequestError
 
-from ..clients import LazyClient
+from ..clients import LazyClient, credential_identity
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..notify import BadOutboxEntry, Owed
 from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, record_json, settled_by_ice
-from ..saving import SavePlan, plan_save
+from ..saving import plan_save
 from .base import RecordStore, Tracked, Tracking, Unreadable, endpoint_override, in_fc_region, read_or_skip
 
 logger = logging.getLogger(__name__)
@@ -184,8 +185,7 @@ class OssStore(RecordStore):
         self._buckets.bind(credentials)
 
     def _make_bucket(self, credentials: Any) -> oss2.Bucket:
-        key_id, secret = credentials.access_key_id, credentials.access_key_secret
-        token = getattr(credentials, "security_token", None) or None
+        key_id, secret, token = credential_identity(credentials)
         if _SIGNS_V4:
             auth = (oss2.StsAuth(key_id, secret, token, auth_version=oss2.AUTH_VERSION_4) if token
                     else oss2.AuthV4(key_id, secret))
@@ -235,12 +235,9 @@ class OssStore(RecordStore):
             return None
         written = datetime.fromtimestamp(found.modified, tz=timezone.utc) if found.modified \
             else datetime.now(timezone.utc)
-        # today's markers hold first_seen_at in their body; bound ones as metadata (bound_marker)
-        fallback = found.meta.get("first-seen-at") or format_time(written)
-        tracking = Tracking.from_json(job_id, found.body, fallback)
-        source = found.meta.get("source")
-        return Tracking(job_id, tracking.first_seen_at, source) if source and b'"source"' not in found.body \
-            else tracking
+        # the version before kept first_seen_at and source in the body; a bound marker keeps them as metadata
+        return Tracking.from_json(job_id, found.body, found.meta.get("first-seen-at") or format_time(written),
+                                  found.meta.get("source") or "timer")
 
     def track(self, tracking: Tracking) -> Tracked:
         job_id = tracking.job_id
@@ -283,7 +280,7 @@ class OssStore(RecordStore):
         job_id = fresh.job_id
         read_at = time.monotonic()
         stored, version = self._load(job_id)
-        listed = self._listed_marker(job_id) is not None  # the sweep listed its marker a moment ago
+        listed = bool(self._listed_markers([job_id]))  # the sweep listed its marker a moment ago
         source = fresh.source  # what a marker rewritten now says it was tracked by
         if stored is None:  # the marker's first_seen_at is the record's
             tracked = self.tracking(job_id)
@@ -341,21 +338,20 @@ class OssStore(RecordStore):
         a restore of an older record) changes one ETag or the other, and the job is checked the
         ordinary way. A job whose marker this instance has not listed is never vouched for.
         """
-        trusted_since = time.monotonic() - LISTING_TRUSTED_S
-        with self._listing_lock:
-            markers = {job_id: self._markers_listed[job_id] for job_id in digests
-                       if job_id in self._markers_listed and self._markers_listed[job_id][1] >= trusted_since}
+        markers = self._listed_markers(digests)
         if not markers:
             return set()
         records = self._record_etags(markers)
         return {job_id for job_id, (etag, _listed_at) in markers.items() if records.get(job_id)
                 and etag == _md5(bound_marker(job_id, digests[job_id], records[job_id] or ""))}
 
-    def _listed_marker(self, job_id: str) -> Optional[str]:
-        """The ETag of the job's marker if this instance listed it in the last ``LISTING_TRUSTED_S``."""
+    def _listed_markers(self, job_ids: Iterable[str]) -> Dict[str, Tuple[str, float]]:
+        """(ETag, when listed) of each of these jobs' markers that this instance listed in the last
+        ``LISTING_TRUSTED_S``; older listings are not trusted (the marker is read instead)."""
+        trusted_since = time.monotonic() - LISTING_TRUSTED_S
         with self._listing_lock:
-            listed = self._markers_listed.get(job_id)
-        return listed[0] if listed is not None and time.monotonic() - listed[1] < LISTING_TRUSTED_S else None
+            listed = ((job_id, self._markers_listed.get(job_id)) for job_id in job_ids)
+            return {job_id: entry for job_id, entry in listed if entry is not None and entry[1] >= trusted_since}
 
     def _record_etags(self, markers: Mapping[str, Tuple[str, float]]) -> Dict[str, Optional[str]]:
         """Each job's record ETag (None: no record), from pages of the ``jobs/`` listing listed no
@@ -387,8 +383,8 @@ class OssStore(RecordStore):
             max_keys = self._page_keys
         start_after = key[:-len(".json")]  # sorts just before the record's key
         listed_at = time.monotonic()
-        listing = self._call("list records", lambda bucket: bucket.list_objects_v2(
-            prefix=folder, start_after=start_after, max_keys=max_keys))
+        listing = self._call("list records", functools.partial(_list_page, prefix=folder, start_after=start_after,
+                                                                max_keys=max_keys))
         etags = {info.key: _etag(info.etag) for info in listing.object_list}
         last = listing.object_list[-1].key if listing.object_list else None
         page = _Page(start_after, last if listing.is_truncated else None, etags, listed_at)
@@ -543,20 +539,6 @@ class OssStore(RecordStore):
         return entry
 
     # -- markers and records ------------------------------------------------------
-
-    def _carry_out_markers(self, plan: SavePlan) -> None:
-        """A plan's markers when its record stands: what a crash or a lost race may have left repaired
-        (a final job still marked, an open one unmarked)."""
-        if plan.remove_marker:
-            self._delete(self._marker_key(plan.result.record.job_id), f"untrack job {plan.result.record.job_id}")
-        elif plan.open_marker is not None:
-            self._create_marker(plan.open_marker)
-
-    def _ensure_marker(self, record: JobRecord, source: str) -> None:
-        self._create_marker(Tracking(record.job_id, record.first_seen_at, source))
-
-    def _create_marker(self, marker: Tracking) -> None:
-        self._create(self._marker_key(marker.job_id), marker.to_json(), f"track job {marker.job_id}")
 
     def _encode(self, record: JobRecord) -> bytes:
         try:
@@ -746,13 +728,6 @@ class OssStore(RecordStore):
             return self._call(doing, read, passthrough=_is_missing)
         except OssError:
             return None
-
-    def _exists(self, key: str, doing: str) -> bool:
-        try:
-            self._call(doing, lambda bucket: bucket.head_object(key), passthrough=_is_missing)
-        except OssError:
-            return False
-        return True
 
     def _create(self, key: str, data: bytes, doing: str) -> bool:
         """Create-only put; False when the object already exists (OSS: 409 FileAlreadyExists)."""

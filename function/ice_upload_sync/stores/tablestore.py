@@ -47,7 +47,7 @@ import tablestore as ots
 import urllib3
 from tablestore.retry import DefaultRetryPolicy
 
-from ..clients import LazyClient
+from ..clients import LazyClient, credential_identity
 from ..config import Settings
 from ..errors import ConfigError, StoreError
 from ..notify import BadOutboxEntry, Owed
@@ -274,8 +274,7 @@ class TablestoreStore(RecordStore):
         self._clients.bind(credentials)
 
     def _make_client(self, credentials: Any) -> ots.OTSClient:
-        key_id, secret = credentials.access_key_id, credentials.access_key_secret
-        token = getattr(credentials, "security_token", None) or None
+        key_id, secret, token = credential_identity(credentials)
         return ots.OTSClient(self.endpoint, key_id, secret, self.instance, sts_token=token,
                              socket_timeout=self._socket_timeout_s, max_connection=self._max_connection,
                              retry_policy=BoundedRetryPolicy(), logger_name=SDK_LOGGER)
