@@ -46,6 +46,14 @@ def at_once(*calls: Callable[[], object], timeout_s: float = 60) -> List[object]
     return results
 
 
-def race(stores, records) -> None:
-    """Each store saves its record at the same moment, from its own thread; none may raise."""
-    at_once(*(functools.partial(store.save, rec) for store, rec in zip(stores, records)))
+def race(stores, records, *, vouch_first: bool = False) -> None:
+    """Each store saves its record at the same moment, from its own thread; none may raise.
+
+    ``vouch_first``: each asks ``vouched`` first (with a digest no record binds), as the sweep's
+    writer does before every save, so what a store keeps from that read is raced too."""
+    def save(store, rec):
+        if vouch_first:
+            assert store.vouched({rec.job_id: "a digest no record binds"}) == set()
+        return store.save(rec)
+
+    at_once(*(functools.partial(save, store, rec) for store, rec in zip(stores, records)))

@@ -36,6 +36,10 @@ the SDK floor per job and the sweep's CPU over it, API calls, the store's reques
 baseline and the speedup over it. ``--json`` prints one JSON line per run instead. The rate limit is
 set out of the way (``--qps``) so that ICE's latency, not the limit, sets the pace. Not run
 by the test suite except with a tiny N (``tests/integration/test_bench_smoke.py``).
+
+To see where a measured sweep spends: ``BENCH_PROFILE=<file>`` writes a pstats file of every
+thread's cProfile (``python -m pstats <file>``), ``BENCH_TRACEMALLOC=<file>`` what the sweep left
+allocated and its traced peak. Both slow the sweep many times over: their CPU figures mean nothing.
 """
 from __future__ import annotations
 
@@ -164,6 +168,36 @@ def _count_store_requests() -> Dict[str, int]:
     return counts
 
 
+def _profile_threads() -> List[Any]:
+    """Profile this thread and every thread started from now on (cProfile sees one thread only)."""
+    import cProfile
+
+    profiles: List[Any] = [cProfile.Profile()]
+    run = threading.Thread.run
+
+    def profiled_run(thread: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        profiles.append(profile)
+        profile.runcall(run, thread)
+
+    threading.Thread.run = profiled_run  # type: ignore[method-assign]
+    profiles[0].enable()
+    return profiles
+
+
+def _dump_profiles(profiles: List[Any], path: str) -> None:
+    import pstats
+
+    profiles[0].disable()
+    for profile in profiles[1:]:
+        profile.disable()  # a pool thread still parked in its queue
+    stats = pstats.Stats(profiles[0])
+    for profile in profiles[1:]:
+        with contextlib.suppress(TypeError):  # a profile that saw no call
+            stats.add(profile)
+    stats.dump_stats(path)
+
+
 def child_sweep(warm: bool) -> Dict[str, Any]:
     context = _context()
     if warm:
@@ -173,9 +207,27 @@ def child_sweep(warm: bool) -> Dict[str, Any]:
 
         index.initialize(context)
     requests = _count_store_requests()  # after the warm-up: the sweep's own
+    profile_to = os.environ.get("BENCH_PROFILE") if warm else None  # a pstats file: every thread's profile
+    profiles = _profile_threads() if profile_to else None
+    allocations_to = os.environ.get("BENCH_TRACEMALLOC") if warm else None  # what the sweep left allocated
+    if allocations_to:
+        import tracemalloc
+
+        tracemalloc.start(8)
+        before = tracemalloc.take_snapshot()
     cpu, started = _cpu_s(), time.perf_counter()
     summary = index.handler(json.dumps(TIMER_EVENT), context)
     wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    if profiles is not None:
+        _dump_profiles(profiles, str(profile_to))
+    if allocations_to:
+        peak = tracemalloc.get_traced_memory()[1]
+        grown = tracemalloc.take_snapshot().compare_to(before, "traceback")
+        with open(allocations_to, "w", encoding="utf-8") as out:
+            out.write(f"peak traced: {peak / 1e6:.1f} MB\n")
+            for stat in grown[:15]:
+                out.write(f"{stat.size_diff / 1e6:+.2f} MB in {stat.count_diff:+d} blocks\n")
+                out.write("".join(f"    {line}\n" for line in stat.traceback.format()[-8:]))
     return {"wall_s": wall, "cpu_s": cpu, "checked": summary["checked"], "written": summary["written"],
             "unchanged": summary["unchanged"], "api_calls": summary["api_calls"],
             "failed": summary["failed_count"], "complete": summary["complete"], "peak_rss_mb": _peak_rss_mb(),

@@ -23,7 +23,7 @@ from ice_upload_sync.stores import tablestore as ts_module
 from ice_upload_sync.stores.tablestore import TablestoreStore, parse_location, resolve_endpoint
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, STS_KEY_ID, STS_SECRET, STS_TOKEN, TABLESTORE_INSTANCE
-from tests.store_records import LATER, NOW, final, record
+from tests.store_records import LATER, NOW, at_once, final, record
 
 PLAIN = Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET)
 STS = Credentials(STS_KEY_ID, STS_SECRET, STS_TOKEN)
@@ -239,8 +239,8 @@ def test_a_lost_race_is_read_again_and_merged(server, store, table):
     real = store._read_many
     calls = []
 
-    def read_then_lose(job_ids):
-        found = real(job_ids)
+    def read_then_lose(job_ids, ahead):
+        found = real(job_ids, ahead)
         if not calls:  # another instance finishes the job between our read and our write
             make_store(server, table).save(final())
         calls.append(job_ids)
@@ -249,6 +249,78 @@ def test_a_lost_race_is_read_again_and_merged(server, store, table):
     store._read_many = read_then_lose
     result = store.save(record(state="pending"))
     assert not result.changed and result.record.state == "succeeded" and len(calls) == 2
+
+
+# ---------------------------------------------------------------- the vouching read, read ahead
+
+
+def _vouch_then(store, fresh):
+    """What the sweep's writer does with one answer: ask ``vouched``, then save what it did not vouch for."""
+    assert store.vouched({fresh.job_id: "the digest of ICE's answer now"}) == set()
+    return store.save_many([fresh])[0]
+
+
+def test_a_changed_answer_reads_its_record_row_once(server, store, table):
+    store.save(record(answer_digest="the digest of an older answer"))
+    server.reset_calls()
+    result = _vouch_then(store, final())
+    # the vouching read, then the record and the marker's removal: no second read of either row
+    assert [call.api for call in server.calls] == ["BatchGetRow", "BatchWriteRow", "BatchWriteRow"]
+    assert result.changed and store.load("job00001").state == "succeeded"
+    assert server.row(f"{table}_pending", [("job_id", "job00001")]) is None
+
+
+def test_a_job_that_stays_open_keeps_its_marker_unread(server, store, table):
+    store.save(record(state="pending"))
+    assert _vouch_then(store, record()).changed
+    assert server.row(f"{table}_pending", [("job_id", "job00001")]) == {"first_seen_at": NOW, "source": "timer"}
+    store.client.delete_row(f"{table}_pending", ots_row("job00001"), ts_module.ots.Condition("IGNORE"))
+    assert _vouch_then(store, record(state="pending", ice_status="PENDING")).changed
+    assert list(store.pending_job_ids()) == ["job00001"]  # an open job is never left unswept
+
+
+def test_a_row_written_after_the_vouching_read_is_read_again(server, store, table):
+    store.save(record())
+    assert store.vouched({"job00001": "the digest of ICE's answer now"}) == set()
+    make_store(server, table).save(final(completed_at=LATER))  # another instance, in between
+    server.reset_calls()
+    result = store.save_many([final(completed_at=NOW)])[0]  # an older completion, read ahead stale
+    # the write on the revision read ahead loses; the row is read anew and the later completion stands
+    assert [call.api for call in server.calls] == ["BatchWriteRow", "BatchGetRow"]
+    assert not result.changed and result.record.completed_at == LATER
+    assert store.load("job00001").completed_at == LATER
+
+
+def test_a_row_created_after_the_vouching_read_is_merged(server, store, table):
+    assert store.vouched({"job00001": "the digest of ICE's answer now"}) == set()  # no row yet
+    make_store(server, table).save(final())
+    result = store.save_many([record()])[0]
+    assert not result.changed and store.load("job00001").state == "succeeded"
+    assert server.row(f"{table}_pending", [("job_id", "job00001")]) is None
+
+
+def test_the_read_ahead_serves_one_save_on_its_thread_and_only_briefly(server, store, table, monkeypatch):
+    store.save(record(answer_digest="old"))
+
+    def reads_of(save):
+        server.reset_calls()
+        save()
+        return [call.api for call in server.calls].count("BatchGetRow")
+
+    assert store.vouched({"job00001": "new"}) == set()
+    assert reads_of(lambda: store.save_many([record(ice_status="UPLOADING")])) == 0
+    assert reads_of(lambda: store.save_many([record(ice_status="DOWNLOADING")])) == 1  # taken once
+    assert store.vouched({"job00001": "new"}) == set()
+    assert reads_of(lambda: at_once(lambda: store.save_many([record(ice_status="X")]))) == 1  # another thread
+    store.save_many([record(ice_status="Y")])  # this thread's read ahead, used up
+    assert store.vouched({"job00001": "new"}) == set()
+    monkeypatch.setattr(ts_module, "READ_AHEAD_S", 0.0)
+    time.sleep(0.01)
+    assert reads_of(lambda: store.save_many([record(ice_status="Z")])) == 1  # too old: read anew
+
+
+def ots_row(job_id):
+    return ts_module.ots.Row([("job_id", job_id)])
 
 
 # ---------------------------------------------------------------- the pending index

@@ -37,11 +37,12 @@ import functools
 import json
 import logging
 import re
+import threading
 import time
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union, cast
 
 import tablestore as ots
 import urllib3
@@ -92,6 +93,10 @@ _RETRYABLE_CODES = frozenset({"OTSServerBusy", "OTSQuotaExhausted", "OTSTimeout"
 _ACCESS_CODES = frozenset({"OTSAuthFailed", "OTSNoPermissionAccess", "OTSTempUserUnauthorized"})
 _INSTANCE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,14}[A-Za-z0-9]$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,246}$")
+# a vouching read (``vouched``) stands in for the record rows of the save that follows it on the same
+# thread, for this long: that save's writes are conditional on the revision read, so a row changed
+# in between fails its condition and is read again (see ``_read_ahead``)
+READ_AHEAD_S = 2.0
 SEAL = "seal"  # "<cell timestamp>:<cells>" of the PutRow that wrote a record row: see row_sealed
 RAM_ACTIONS = ("ots:GetRow", "ots:BatchGetRow", "ots:PutRow", "ots:DeleteRow", "ots:BatchWriteRow", "ots:GetRange")
 
@@ -220,6 +225,7 @@ class _Stored:
     error: Optional[StoreError] = None  # this job's rows could not be read (or are corrupt): it fails alone
     sealed: bool = False  # ``row_sealed``: nobody wrote the row since we did
     attributes: Any = None  # the row's cells, until the record is parsed from them (or need not be)
+    marker_known: bool = True  # False: the marker was not read (its record row was read ahead and exists)
 
 
 @dataclass
@@ -263,6 +269,7 @@ class TablestoreStore(RecordStore):
         self._max_connection = max_connection
         self._clients: LazyClient[ots.OTSClient] = LazyClient(
             self._make_client, lambda: StoreError(f"Tablestore store {self.describe()}: no credentials bound"))
+        self._ahead = threading.local()  # per thread: (when, {job_id: record row cells, or None: no row})
         if credentials is not None:
             self.bind(credentials)
 
@@ -373,6 +380,7 @@ class TablestoreStore(RecordStore):
         """Merge and write many records with a few batched calls; one result per record, in order."""
         results: List[Union[MergeResult, StoreError, None]] = [None] * len(records)
         waiting = list(range(len(records)))
+        ahead = self._read_ahead()  # the first round only: a retry reads again
         for attempt in range(CAS_ROUNDS):
             if not waiting:
                 break
@@ -382,15 +390,17 @@ class TablestoreStore(RecordStore):
                 (later if records[index].job_id in seen else batch).append(index)
                 seen.add(records[index].job_id)
             retry = self._save_round([(index, records[index]) for index in batch], results,
-                                     last=attempt == CAS_ROUNDS - 1)
+                                     last=attempt == CAS_ROUNDS - 1, ahead=ahead if attempt == 0 else {})
             waiting = sorted(retry + later)
         for index in waiting:
             results[index] = StoreError(f"Tablestore store {self.describe()}: job {records[index].job_id} kept "
                                         f"changing under concurrent writers; not written after {CAS_ROUNDS} tries")
         return cast(List[Union[MergeResult, StoreError]], results)  # every round settles what it does not retry
 
-    def _save_round(self, items: List[Tuple[int, JobRecord]], results: list, *, last: bool) -> List[int]:
-        """One read-merge-write pass; returns the indexes to try again (lost races, transient row failures)."""
+    def _save_round(self, items: List[Tuple[int, JobRecord]], results: list, *, last: bool,
+                    ahead: Mapping[str, Any]) -> List[int]:
+        """One read-merge-write pass; returns the indexes to try again (lost races, transient row failures).
+        ``ahead``: record rows read already (``_read_ahead``)."""
         retry: List[int] = []
         fingerprints: Dict[str, str] = {}
         for index, fresh in items:
@@ -400,7 +410,7 @@ class TablestoreStore(RecordStore):
                 results[index] = self._unwritable(fresh, error)
         items = [(index, fresh) for index, fresh in items if fresh.job_id in fingerprints]
         try:
-            stored = self._read_many(fingerprints)
+            stored = self._read_many(fingerprints, ahead)
         except StoreError as error:
             for index, _ in items:
                 results[index] = error
@@ -455,7 +465,8 @@ class TablestoreStore(RecordStore):
         if state.same:  # the row holds fresh's information (not decoded): what plan_save would find
             stored = replace(fresh, first_seen_at=state.first_seen_at or fresh.first_seen_at)
         # only a sealed row's binding is ours to vouch for (``row_sealed``)
-        plan = plan_save(stored, state.marker, fresh, self.notify_states, bound=state.answer if state.sealed else None)
+        plan = plan_save(stored, state.marker, fresh, self.notify_states, marker_known=state.marker_known,
+                         bound=state.answer if state.sealed else None)
         row = None
         if plan.result.changed:
             row = plan.result.record
@@ -499,15 +510,19 @@ class TablestoreStore(RecordStore):
         assert marker is not None
         return [("first_seen_at", marker.first_seen_at), ("source", marker.source)]
 
-    def _read_many(self, fingerprints: Mapping[str, str]) -> Dict[str, _Stored]:
+    def _read_many(self, fingerprints: Mapping[str, str], ahead: Mapping[str, Any]) -> Dict[str, _Stored]:
         """Records and markers of these jobs, two rows a job in one BatchGetRow per 50 jobs.
+
+        A job whose record row ``ahead`` holds (``_read_ahead``) reads neither: a record exists,
+        so its marker would only tell ``plan_save`` whether to create it (create-only) or remove
+        it, and both are safe unasked (``marker_known=False``, as on OSS).
 
         A sealed row whose fingerprint matches the fresh record holds its information already:
         its record is not decoded (the sweep's usual case); the others are parsed from the same
         answer. Only the seal makes the fingerprint trustworthy: a cell edited in place leaves
         ``info`` as it was (``row_sealed``).
         """
-        found = self._batch_get(list(fingerprints))
+        found = self._batch_get(list(fingerprints), ahead)
         for job_id, state in found.items():
             state.same = state.sealed and state.fingerprint is not None and state.fingerprint == fingerprints[job_id]
             if not state.same and state.attributes and state.error is None:
@@ -518,32 +533,46 @@ class TablestoreStore(RecordStore):
             state.attributes = None
         return found
 
-    def _batch_get(self, job_ids: List[str]) -> Dict[str, _Stored]:
-        """The record and marker rows of these jobs, whole (``_take_row`` keeps what a save needs)."""
+    def _batch_get(self, job_ids: List[str], ahead: Mapping[str, Any]) -> Dict[str, _Stored]:
+        """The record and marker rows of these jobs, whole (``_take_row`` keeps what a save needs).
+        A record row ``ahead`` holds is taken from there, and its marker is not read; one ``ahead``
+        says is absent (None) is not read again, but its marker is (``first_seen_at``)."""
         found: Dict[str, _Stored] = {job_id: _Stored(None, None, None) for job_id in job_ids}
+        unread = []
+        for job_id in job_ids:
+            if ahead.get(job_id) is not None:
+                self._take(found[job_id], job_id, self.table, ahead[job_id])
+                found[job_id].marker_known = False
+            else:
+                unread.append(job_id)
         step = MAX_BATCH_GET // 2  # two rows a job
-        for start in range(0, len(job_ids), step):
-            chunk = job_ids[start:start + step]
+        for start in range(0, len(unread), step):
+            chunk = unread[start:start + step]
+            reading = {self.table: [job_id for job_id in chunk if job_id not in ahead], self.pending_table: chunk}
             request = ots.BatchGetRowRequest()
-            keys = [[("job_id", job_id)] for job_id in chunk]
-            request.add(ots.TableInBatchGetRowItem(self.table, keys, max_version=1))
-            request.add(ots.TableInBatchGetRowItem(self.pending_table, keys, max_version=1))
+            for name, keys in reading.items():
+                if keys:
+                    request.add(ots.TableInBatchGetRowItem(name, [[("job_id", job_id)] for job_id in keys],
+                                                           max_version=1))
             response = self._call(f"read {len(chunk)} job(s)", "batch_get_row", request)
-            for name in (self.table, self.pending_table):
-                for job_id, item in zip(chunk, response.get_result_by_table(name)):
+            for name, keys in reading.items():
+                for job_id, item in zip(keys, response.get_result_by_table(name) if keys else ()):
                     state = found[job_id]
                     if not item.is_ok:
                         state.error = StoreError(f"Tablestore store {self.describe()}: cannot read job {job_id}: "
                                                  f"{item.error_code}")
                     elif item.row is not None:
-                        try:
-                            self._take_row(state, job_id, name, item.row.attribute_columns)
-                        except StoreError as error:
-                            state.error = error
-                        except (ValueError, TypeError, ArithmeticError) as error:  # a row edited by hand
-                            state.error = StoreError(f"Tablestore store {self.describe()}: the row of job {job_id} "
-                                                     f"in {name} is corrupt: {type(error).__name__}")
+                        self._take(state, job_id, name, item.row.attribute_columns)
         return found
+
+    def _take(self, state: _Stored, job_id: str, table: str, attributes: Any) -> None:
+        try:
+            self._take_row(state, job_id, table, attributes)
+        except StoreError as error:
+            state.error = error
+        except (ValueError, TypeError, ArithmeticError) as error:  # a row edited by hand
+            state.error = StoreError(f"Tablestore store {self.describe()}: the row of job {job_id} "
+                                     f"in {table} is corrupt: {type(error).__name__}")
 
     def _take_row(self, state: _Stored, job_id: str, table: str, attributes: Any) -> None:
         if table == self.pending_table:
@@ -631,8 +660,36 @@ class TablestoreStore(RecordStore):
         none. A cell written in place since (UpdateRow by hand or by a script) unseals the row
         (``row_sealed``): it is not vouched for, and the sweep checks it the ordinary way.
         """
+        return {job_id: answer for job_id, answer in
+                ((job_id, _bound_answer(cells)) for job_id, cells in self._record_rows(job_ids).items())
+                if answer is not None}
+
+    def vouched(self, digests: Mapping[str, str]) -> Set[str]:
+        """``answer_digests``' rule, and the rows it read of the jobs it does not vouch for are kept
+        for the save that follows on this thread (``_read_ahead``): an answer that changed costs
+        one read of its record row, not two."""
+        rows = self._record_rows(list(digests))
+        vouched = {job_id for job_id, cells in rows.items() if _bound_answer(cells) == digests[job_id]}
+        self._ahead.rows = (time.monotonic(), {job_id: cells for job_id, cells in rows.items()
+                                               if job_id not in vouched})
+        return vouched
+
+    def _read_ahead(self) -> Dict[str, Any]:
+        """The record rows this thread's last ``vouched`` read (None: no row), taken once, if that was
+        within ``READ_AHEAD_S``; else none. The save that uses them writes each record on the
+        condition that its revision is still the one read (a row never seen is created only if
+        still absent), so a row changed since fails that condition and its next round reads it anew."""
+        taken = getattr(self._ahead, "rows", None)
+        self._ahead.rows = None
+        if taken is None or time.monotonic() - taken[0] > READ_AHEAD_S:
+            return {}
+        return taken[1]
+
+    def _record_rows(self, job_ids: Sequence[str]) -> Dict[str, Any]:
+        """These jobs' record rows, whole (None: no row), one BatchGetRow per 100 jobs; a job whose row
+        could not be read is left out."""
         unique = list(dict.fromkeys(job_ids))
-        vouched: Dict[str, str] = {}
+        rows: Dict[str, Any] = {}
         for start in range(0, len(unique), MAX_BATCH_GET):
             chunk = unique[start:start + MAX_BATCH_GET]
             request = ots.BatchGetRowRequest()
@@ -640,11 +697,9 @@ class TablestoreStore(RecordStore):
                                                    max_version=1))
             response = self._call(f"read the answer digests of {len(chunk)} job(s)", "batch_get_row", request)
             for job_id, item in zip(chunk, response.get_result_by_table(self.table)):
-                if item.is_ok and item.row is not None and row_sealed(item.row.attribute_columns or ()):
-                    for column in item.row.attribute_columns:
-                        if column[0] == "answer" and isinstance(column[1], str):
-                            vouched[job_id] = column[1]
-        return vouched
+                if item.is_ok:
+                    rows[job_id] = item.row.attribute_columns if item.row is not None else None
+        return rows
 
     # -- the outbox of completion events ----------------------------------------------
 
@@ -816,6 +871,14 @@ def _claim_column(entry: Owed) -> Optional[str]:
     """The ``claim`` column: ``<claimed_by> <claimed_until>`` (the latter "" once released); None (no
     column) for an entry never claimed, as every entry ``save`` owes is."""
     return f"{entry.claimed_by} {entry.claimed_until}" if entry.claimed_by else None
+
+
+def _bound_answer(cells: Any) -> Optional[str]:
+    """The answer digest a record row binds, if the row is sealed (``row_sealed``) and binds one."""
+    if not cells or not row_sealed(cells):
+        return None
+    answer = next((cell[1] for cell in cells if cell[0] == "answer"), None)
+    return answer if isinstance(answer, str) else None
 
 
 def _revision_condition(revision: Optional[int]) -> Any:
