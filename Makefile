@@ -4,14 +4,18 @@
 #   make test    run the whole test suite (what CI runs): make lint (ruff), then pytest
 # Deploying (README "Deploy"):
 #   make package         vendor function/requirements.txt into function/python for FC (python3.10, no Docker)
-#   make template-check  render template.yml with `s preview` and check it against fc3's schema
+#   make template-check  render template.yml with `s preview` and check it against fc3's schema, from the
+#                        variables of `source deploy.env` (a copy of deploy.env.example, filled in)
 #                        (offline, where npm cannot install s: make template-check ARGS=--python-renderer)
-# ARGS passes options to the script behind local or template-check (ARGS=--help lists them).
+#   make emulator        the ICE emulator alone, with the sample jobs of make local; prints the variables
+#                        that point the function or the command line at it (make emulator PORT=9000)
+# ARGS passes options to the script behind local, emulator or template-check (ARGS=--help lists them).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+PORT   ?= 8080
 
 .PHONY: local test lint emulator clean package template-check
 
@@ -31,7 +35,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check function tests
 
 emulator: $(STAMP)
-	$(PY) -m tests.support.ice --port 8080
+	$(PY) -m tests.support.ice --sample-jobs --port $(PORT) $(ARGS)
 
 package:
 	$(PYTHON) tests/deploy/package.py

@@ -16,6 +16,13 @@ included).
     replay FILE                        an event, or a message from the failure destination, through the handler
     sign-callback --url U --key K BODY_FILE   a signed HTTP-trigger event, for testing by hand
     create-tables                      Tablestore's two tables (one-off set-up)
+    ice-callback show                  ICE's callback setting in ICE_REGION (the AuthKey masked)
+    ice-callback set (--url URL | --queue ice-callback-NAME) [--key KEY | --new-key] [--replace] [--dry-run]
+                                       add UploadByURLComplete to that setting, keeping its other event
+                                       types; another URL or queue is replaced only with --replace
+    smoke --url MEDIA_URL [--via invoke|callback] [--invoke-command CMD] [--timeout S] [--interval S]
+                                       prove a deployment: UploadMediaByURL, the job handed to the function
+                                       (s invoke) or left to ICE's callback, then its record, awaited
 
 The read commands (``get``, ``list``, ``stats``) create nothing and need no ICE credentials.
 """
@@ -196,6 +203,34 @@ def cmd_create_tables(args: argparse.Namespace, out: TextIO) -> int:
     for line in store.create_tables():  # type: ignore[attr-defined]  # TablestoreStore's set-up
         out.write(line + "\n")
     return 0
+
+
+def cmd_ice_callback(args: argparse.Namespace, out: TextIO) -> int:
+    """ICE's callback setting (callback_setting.py): ``show`` it, or ``set`` it merged into what ICE holds."""
+    from . import callback_setting
+
+    if args.callback_command == "show":
+        return callback_setting.show(callback_setting.IceCallbackApi.from_env(), out, as_json=args.json)
+    # checked before ICE is called: a key or a queue ICE would refuse exits 2
+    request = callback_setting.SetRequest.from_options(url=args.url, queue=args.queue, key=args.key,
+                                                       new_key=args.new_key, replace=args.replace)
+    return callback_setting.apply(callback_setting.IceCallbackApi.from_env(), request, out, dry_run=args.dry_run,
+                                  as_json=args.json)
+
+
+def cmd_smoke(args: argparse.Namespace, out: TextIO) -> int:
+    """A deployment proved end to end (smoke.py): exit 0 only when the job's record is final and succeeded."""
+    from . import smoke
+
+    try:  # checked before ICE is called: bad usage exits 2 with no job made
+        options = smoke.SmokeOptions.build(args.url, via=args.via, invoke_command=args.invoke_command,
+                                           timeout_s=args.timeout, interval_s=args.interval, user_data=args.user_data)
+    except smoke.BadUsage as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return smoke.run(options, smoke.Steps.from_env(_read_store), out, as_json=args.json)
+    except smoke.SmokeFailed as exc:
+        raise Failure(str(exc)) from None
 
 
 class Unreadable:
@@ -571,6 +606,40 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--timestamp", type=int, help="Unix seconds (default: now)")
     sign.add_argument("body_file", help="a file holding the callback's JSON body")
     command("create-tables", cmd_create_tables, "create the Tablestore tables RECORD_STORE names")
+    callback = command("ice-callback", cmd_ice_callback, "ICE's event callback setting in ICE_REGION: show it, "
+                       "or set it merged into what ICE holds")
+    callback_actions = callback.add_subparsers(dest="callback_command", required=True, metavar="ACTION")
+    callback_actions.add_parser("show", parents=[common], help="the setting, its AuthKey masked",
+                                description="ICE's callback setting (GetEventCallback), its AuthKey masked")
+    setting = callback_actions.add_parser(
+        "set", parents=[common], help="add UploadByURLComplete, keeping the other event types",
+        description="Reads ICE's setting, adds UploadByURLComplete to its event list (every other event type is "
+                    "kept), writes it with SetEventCallback and reads it back. Another URL or queue is replaced "
+                    "only with --replace. Without --key or --new-key an AuthKey ICE holds is kept.")
+    destination = setting.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--url", help="HTTP callbacks to this URL (the function's HTTP trigger, CALLBACK_URL)")
+    destination.add_argument("--queue", metavar="ice-callback-NAME", help="MNS callbacks to this queue")
+    key = setting.add_mutually_exclusive_group()
+    key.add_argument("--key", help="the AuthKey ICE signs with (at most 32 letters and digits, upper- and "
+                     "lower-case and digits); the function's CALLBACK_AUTH_KEY")
+    key.add_argument("--new-key", action="store_true", help="make an AuthKey ICE accepts; it is printed once")
+    setting.add_argument("--replace", action="store_true",
+                         help="replace another URL or queue (what it loses is printed)")
+    setting.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    from .smoke import DEFAULT_INTERVAL_S, DEFAULT_INVOKE_COMMAND, DEFAULT_TIMEOUT_S, VIAS  # imports no SDK
+
+    smoke = command("smoke", cmd_smoke, "prove a deployment: UploadMediaByURL, the job handed to the deployed "
+                    "function (or left to ICE's callback), then its record awaited in RECORD_STORE")
+    smoke.add_argument("--url", required=True, help="an audio or video file ICE can download (http(s)://...)")
+    smoke.add_argument("--via", choices=VIAS, default=VIAS[0], help="invoke: hand ICE's answer to the function "
+                       "with --invoke-command (the default); callback: invoke nothing, wait for ICE's callback")
+    smoke.add_argument("--invoke-command", metavar="CMD", help="run with {event_file} replaced by a file holding "
+                       f"ICE's answer, split into words, no shell (default: {DEFAULT_INVOKE_COMMAND})")
+    smoke.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                       help=f"seconds to wait for the final record (default {DEFAULT_TIMEOUT_S:g})")
+    smoke.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
+                       help=f"seconds between looks at the store (default {DEFAULT_INTERVAL_S:g})")
+    smoke.add_argument("--user-data", metavar="JSON", help="UploadMediaByURL's UserData, a JSON object")
     return parser
 
 

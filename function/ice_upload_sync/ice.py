@@ -263,9 +263,9 @@ class IceGateway:
 
     def prepare(self) -> None:
         """Import the SDK and build the client now, so later lookups (callbacks) pay only a round trip."""
-        self._client_now()
+        self.client()
 
-    def _client_now(self) -> Any:
+    def client(self) -> Any:
         """The SDK client for the bound credentials, built (and the SDK imported) on first use."""
         return self._clients.get()
 
@@ -321,7 +321,7 @@ class IceGateway:
     def query(self, kind: str, keys: Tuple[str, ...], *, deadline: float, retry: bool = True) -> BatchOutcome:
         """One batch, retried on throttling, 5xx, timeouts and dropped connections with full-jitter
         backoff: at most ``MAX_ATTEMPTS`` calls, never past ``deadline`` (a ``time.monotonic()`` value)."""
-        client = self._client_now()
+        client = self.client()
         calls = 0
         while True:
             with self.limiter.slot(deadline) as granted:  # held until the call has ended: see RateLimiter

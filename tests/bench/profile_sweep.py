@@ -94,7 +94,7 @@ def _floor(app: Any, batches: List[tuple], concurrency: int) -> float:
     from ice_upload_sync.ice import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
     gateway = app.gateway
-    client = gateway._client_now()
+    client = gateway.client()
     sdk = gateway._sdk
 
     def call(batch: tuple) -> int:

@@ -32,7 +32,14 @@ source tree ``function/``, or a packaged directory with its vendored folder.
   Returning normally is success, whatever the ``statusCode`` (contract section 7).
 - **Timers**: :meth:`FcFrontEnd.fire_timer` fires ``{"triggerTime", "triggerName", "payload"}`` now
   (an asynchronous invocation, as FC's timers are), :meth:`FcFrontEnd.start_timer` every N seconds.
-- **Direct invocations**: :meth:`FcFrontEnd.invoke` (synchronous, any event), :meth:`FcFrontEnd.invoke_async`.
+- **Direct invocations**: :meth:`FcFrontEnd.invoke` (synchronous, any event), :meth:`FcFrontEnd.invoke_async`,
+  and over HTTP as FC3's ``InvokeFunction`` API (what ``s invoke`` calls): ``POST
+  /2023-03-30/functions/{function_name}/invocations`` with the event as the body, synchronous unless
+  ``X-Fc-Invocation-Type: Async`` (then 202 at once, as above). The handler's result is the body of a 200;
+  a function error is a 200 too, with ``X-Fc-Error-Type: UnhandledInvocationError`` and the error JSON as
+  body; another function's name is a 404. No signature is checked. That one path (with POST) is taken from
+  the HTTP trigger; every other path and method is the trigger's. ``python -m tests.support.fc_invoke``
+  sends an event file there, the way ``s invoke --event-file`` does.
 - **The pool**: one request at a time per instance; a request that finds no idle instance starts a new
   one (up to ``max_instances``: beyond, a synchronous request is refused with 429 as FC throttles,
   an asynchronous one waits); an instance idle for ``idle_s`` (60 s, FC's keep-alive since its
@@ -50,7 +57,7 @@ result that is not a response struct, the backoff, the error bodies of FC's own 
 Run it by hand (``{url}`` in a value is replaced by the front end's URL)::
 
     python -m tests.support.fc --port 9000 --env RECORD_STORE=file:///tmp/records \\
-        --env CALLBACK_URL={url}/ice-callback --env CALLBACK_AUTH_KEY=local-callback-key
+        --env CALLBACK_URL={url}/ice-callback --env CALLBACK_AUTH_KEY=LocalCallbackKey1
 """
 from __future__ import annotations
 
@@ -58,6 +65,7 @@ import argparse
 import base64
 import ipaddress
 import json
+import re
 import secrets
 import sys
 import threading
@@ -96,6 +104,8 @@ STOP_WAIT_S = 10.0
 
 TEXT_TYPES = frozenset({"application/json", "application/xml", "application/javascript", "application/x-javascript",
                         "application/ecmascript", "application/x-www-form-urlencoded"})
+Answer = Tuple[int, List[Tuple[str, str]], bytes]  # (status, headers, body) of an HTTP answer
+INVOKE_FUNCTION_PATH = re.compile(r"/2023-03-30/functions/([^/?#]+)/invocations")  # FC3's InvokeFunction
 NOT_FORWARDED = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive", "x-fc-request-id"})
 
 
@@ -700,21 +710,30 @@ class FcFrontEnd(LoopbackServer):
 
     # ---------------------------------------------------------------- the HTTP trigger, synchronously
 
-    def _invoke_http(self, event: bytes, request_id: str, path: str) -> Tuple[int, List[Tuple[str, str]], bytes]:
+    def _acquire_now(self) -> Tuple[Optional[Tuple[_Instance, bool]], Optional[Answer]]:
+        """(instance, cold) for a synchronous request, at once; or, when there is none, FC's answer instead:
+        502 (the interpreter could not start), 503 (stopping) or 429 (``max_instances`` are busy)."""
         try:
             acquired = self._acquire(0)
         except OSError as exc:  # the interpreter could not be started
-            return 502, [("X-Fc-Error-Type", FUNCTION_ERROR), ("Content-Type", "application/json")], json.dumps(
-                {"errorMessage": f"the instance could not start: {exc}"}).encode()
+            return None, (502, [("X-Fc-Error-Type", FUNCTION_ERROR), ("Content-Type", "application/json")],
+                          json.dumps({"errorMessage": f"the instance could not start: {exc}"}).encode())
+        if acquired is not None:
+            return acquired, None
+        with self._cond:
+            stopping = self._stopping
+            if not stopping:
+                self._throttled += 1
+        if stopping:
+            return None, (503, [("Content-Type", "application/json")], _fc_error("ServiceUnavailable", "stopping"))
+        return None, (429, [("X-Fc-Error-Type", "FcCommonError"), ("Content-Type", "application/json")], _fc_error(
+            "ResourceThrottled", f"all {self.max_instances} instances are busy (max_instances)"))
+
+    def _invoke_http(self, event: bytes, request_id: str, path: str) -> Answer:
+        acquired, refusal = self._acquire_now()
         if acquired is None:
-            with self._cond:
-                stopping = self._stopping
-                if not stopping:
-                    self._throttled += 1
-            if stopping:
-                return 503, [("Content-Type", "application/json")], _fc_error("ServiceUnavailable", "stopping")
-            return 429, [("X-Fc-Error-Type", "FcCommonError"), ("Content-Type", "application/json")], _fc_error(
-                "ResourceThrottled", f"all {self.max_instances} instances are busy (max_instances)")
+            assert refusal is not None
+            return refusal
         invocation = self._invoke(*acquired, event, request_id, HTTP, path, 1)
         if invocation.error is not None:
             return 502, [("X-Fc-Error-Type", FUNCTION_ERROR), ("Content-Type", "application/json")], json.dumps(
@@ -725,6 +744,22 @@ class FcFrontEnd(LoopbackServer):
         except UnusableAnswer as exc:
             return 502, [("X-Fc-Error-Type", FUNCTION_ERROR), ("Content-Type", "application/json")], json.dumps(
                 {"errorMessage": f"the function's answer cannot be sent: {exc}"}).encode()
+
+    # ---------------------------------------------------------------- InvokeFunction over HTTP, synchronously
+
+    def _invoke_function(self, event: bytes, request_id: str) -> Answer:
+        """The handler's result as the body of a 200; a function error is a 200 with ``X-Fc-Error-Type`` (the
+        API's way; the HTTP trigger answers 502)."""
+        acquired, refusal = self._acquire_now()
+        if acquired is None:
+            assert refusal is not None
+            return refusal
+        invocation = self._invoke(*acquired, event, request_id, DIRECT, None, 1)
+        if invocation.error is not None:
+            return 200, [("X-Fc-Error-Type", FUNCTION_ERROR), ("Content-Type", "application/json")], json.dumps(
+                invocation.error).encode()
+        assert invocation.result is not None
+        return 200, [("Content-Type", "application/json")], invocation.result.encode("utf-8", errors="replace")
 
     # ---------------------------------------------------------------- asynchronous invocations
 
@@ -829,6 +864,10 @@ class _TriggerHandler(KeepAliveHandler):
         body = self._read_body(request_id)
         if body is None:
             return
+        invoke = INVOKE_FUNCTION_PATH.fullmatch(self.path.partition("?")[0]) if self.command == "POST" else None
+        if invoke is not None:
+            self._invoke_function(front_end, unquote(invoke.group(1)), body, request_id)
+            return
         event = http_event(method=self.command, target=self.path, headers=list(self.headers.items()), body=body,
                            source_ip=self.client_address[0], protocol=self.request_version, request_id=request_id,
                            account_id=front_end.account_id, default_host=f"{front_end.host}:{front_end.port}")
@@ -849,6 +888,25 @@ class _TriggerHandler(KeepAliveHandler):
         self._answer(status, headers, data, request_id)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_any
+
+    def _invoke_function(self, front_end: FcFrontEnd, function_name: str, body: bytes, request_id: str) -> None:
+        """FC3's InvokeFunction: the body is the event, as it is (a direct invocation)."""
+        json_type = [("Content-Type", "application/json")]
+        if function_name != front_end.function_name:
+            self._answer(404, json_type, _fc_error("FunctionNotFound", f"function '{function_name}' does not exist"),
+                         request_id)
+        elif (self.headers.get("X-Fc-Invocation-Type") or "").strip().lower() == "async":
+            if len(body) > MAX_ASYNC_BODY:
+                self._answer(400, json_type, _fc_error(
+                    "EntityTooLarge", f"payload size exceeds maximum allowed size ({MAX_ASYNC_BODY} bytes)"),
+                    request_id)
+            elif front_end._enqueue(DIRECT_ASYNC, None, body, request_id):
+                self._answer(202, [], b"", request_id)
+            else:
+                self._answer(503, json_type, _fc_error("ServiceUnavailable",
+                                                       "stopping, or the asynchronous queue is full"), request_id)
+        else:
+            self._answer(*front_end._invoke_function(body, request_id), request_id)
 
     def _read_body(self, request_id: str) -> Optional[bytes]:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -939,7 +997,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, seconds in timers:
         front_end.start_timer(name, seconds)
     front_end.serve_until_interrupted(
-        f"FC front end on {{endpoint}} serving {args.code} (any path is the HTTP trigger; "
+        f"FC front end on {{endpoint}} serving {args.code} (any path is the HTTP trigger, but POST "
+        f"/2023-03-30/functions/{front_end.function_name}/invocations, InvokeFunction; "
         f"X-Fc-Invocation-Type: Async for asynchronous; idle instances reclaimed after {args.idle_s:g} s)")
     return 0
 

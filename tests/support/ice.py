@@ -9,6 +9,17 @@ tokens. It answers ``GetUrlUploadInfos`` from jobs seeded with :meth:`IceEmulato
 creates jobs for ``UploadMediaByURL``. Faults (throttling, 5xx) and latency can be injected; every call is
 recorded in :attr:`IceEmulator.calls`.
 
+``GetEventCallback`` and ``SetEventCallback`` read and replace the region's one callback setting (the one
+:meth:`IceEmulator.set_callback` sets), with ICE's documented rules (``SetEventCallback`` reference and
+event list, help.aliyun.com/document_detail/444780): an AuthKey of at most 32 characters holding upper-case,
+lower-case letters and digits (and nothing else), a CallbackURL of at most 256 bytes, an MNS queue named
+``ice-callback-...``, event types from ICE's list (:data:`ICE_EVENT_TYPES`). Refused as ICE refuses: HTTP 400
+``InvalidParameter`` / ``MissingParameter``, never echoing the key. Unverified, and chosen here: a
+SetEventCallback replaces the whole setting (what it does not send is gone); without ``CallbackType`` the
+type follows from CallbackURL or CallbackQueueName; without ``AuthSwitch`` it is on when an AuthKey is sent;
+``EventTypeList`` is required; with the switch off a sent key is kept (and read back) but not used; an MNS
+setting is kept and read back, but nothing is delivered (there is no MNS here).
+
 It also calls back like ICE. With a callback setting (:meth:`IceEmulator.set_callback`: the CallbackURL and
 the AuthKey, ICE's one setting per region), a job finished on command (:meth:`IceEmulator.finish_job`) or on
 a schedule (:meth:`IceEmulator.finish_job_in`, or ``auto_finish_s`` for jobs that ``UploadMediaByURL``
@@ -26,8 +37,10 @@ some. Unverified, and chosen here: MediaId only on a success (VOD: "populated af
 no ``Size``, a fresh timestamp and signature on each attempt, the 1 s counted from the end of the previous
 attempt.
 
-Standard library only. Run it on its own for local work::
+Standard library only. Run it on its own for local work (``make emulator [PORT=9000]`` runs the first line;
+it prints the environment to point the function or the command line at it)::
 
+    python -m tests.support.ice --sample-jobs --port 8080
     python -m tests.support.ice --port 8080 --seed jobs.json
     python -m tests.support.ice --callback-url http://127.0.0.1:9000/ice-callback --callback-key KEY \\
         --finish-after 5
@@ -35,12 +48,14 @@ Standard library only. Run it on its own for local work::
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import heapq
 import http.client
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -57,7 +72,7 @@ MAX_UPLOAD_URLS = 20
 DEFAULT_HOST_ID = "ice.cn-shanghai.aliyuncs.com"
 ICE_FIELDS = ("UploadURL", "Status", "MediaId", "CreationTime", "CompleteTime", "ErrorCode", "ErrorMessage",
               "UserData", "FileSize")
-ACTIONS = ("GetUrlUploadInfos", "UploadMediaByURL")
+ACTIONS = ("GetUrlUploadInfos", "UploadMediaByURL", "GetEventCallback", "SetEventCallback")
 NONEXISTS_STYLES = ("list", "stringified")
 
 URL_UPLOAD_EVENT = "UploadByURLComplete"
@@ -67,6 +82,26 @@ DEFAULT_ERROR_CODE = "URLInvalidError"  # VOD's example failure
 DEFAULT_ERROR_MESSAGE = "download the video from url failed"
 # a delivery's outcome
 PENDING, DELIVERED, DROPPED, STOPPED = "pending", "delivered", "dropped", "stopped"
+
+# ICE's event list (help.aliyun.com/document_detail/444780, tables 1-7; one entry of table 6, an
+# "intelligent task" event, is listed there without its name, so it is missing here).
+ICE_EVENT_TYPES = frozenset({
+    "FileUploadComplete", URL_UPLOAD_EVENT, "ImageUploadComplete", "AttachedMediaUploadComplete",
+    "RegisterStreamComplete", "StreamUploadComplete", "UploadStreamByURLComplete",
+    "CreateAuditComplete", "RegisterMediaComplete", "DeleteMediaComplete", "MediaBaseChangeComplete",
+    "WorkflowTaskComplete",
+    "VideoAnalysisComplete", "SnapshotComplete", "DynamicImageComplete", "TranscodeComplete",
+    "TranscodeParentComplete", "MediaConvertComplete", "MediaConvertOutputGroupComplete",
+    "MediaConvertOutputComplete",
+    "AIMediaAuditComplete", "AIProduceComplete", "MediaAiAnalysisComplete",
+    "ProduceMediaComplete", "BatchProduceMediaComplete",
+    "LiveRecordFileCreated", "LiveRecordTaskStatus", "LiveSnapshotFileCreated",
+})
+HTTP_CALLBACK, MNS_CALLBACK = "HTTP", "MNS"
+CALLBACK_QUEUE_PREFIX = "ice-callback-"
+MAX_AUTH_KEY_LENGTH = 32
+MAX_CALLBACK_URL_BYTES = 256
+MAX_QUEUE_NAME_LENGTH = 120  # MNS's rule for a queue name: letters, digits and hyphens
 
 logger = logging.getLogger(__name__)
 
@@ -89,20 +124,44 @@ class ApiCall:
 class CallbackSetting:
     """ICE's event callback setting (one per region; setting it replaces the previous one).
 
-    ``auth_key`` None is ICE's AuthSwitch off: callbacks carry no signature headers. Only the events in
-    ``event_types`` (ICE's EventTypeList) are sent. What ICE's ``SetEventCallback`` /
-    ``GetEventCallback`` would write and read.
+    ``callback_type`` HTTP: callbacks are POSTed to ``url``; MNS: they would go to the queue ``queue_name``
+    (``url`` None; nothing is delivered here). ``auth_switch`` is ICE's AuthSwitch, on by default when there is
+    an ``auth_key``: only then are callbacks signed. Only the events in ``event_types`` (ICE's EventTypeList)
+    are sent. What ICE's ``SetEventCallback`` / ``GetEventCallback`` write and read.
     """
 
-    url: str
-    auth_key: Optional[str] = None
+    url: Optional[str]
+    auth_key: Optional[str] = field(default=None, repr=False)
     event_types: Tuple[str, ...] = (URL_UPLOAD_EVENT,)
+    callback_type: str = HTTP_CALLBACK
+    queue_name: Optional[str] = None
+    auth_switch: Optional[str] = None  # "on" | "off"; None: on when there is a key
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url) if isinstance(self.url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"the callback URL must be an http(s) URL with a host, not {self.url!r}")
+        if self.callback_type == HTTP_CALLBACK:
+            parts = urlsplit(self.url) if isinstance(self.url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"the callback URL must be an http(s) URL with a host, not {self.url!r}")
+        elif self.callback_type == MNS_CALLBACK:
+            if not isinstance(self.queue_name, str) or not self.queue_name or self.url is not None:
+                raise ValueError("an MNS callback setting has a queue_name and no url")
+        else:
+            raise ValueError(f"callback_type must be {HTTP_CALLBACK} or {MNS_CALLBACK}, not {self.callback_type!r}")
+        switch = self.auth_switch if self.auth_switch is not None else ("on" if self.auth_key else "off")
+        if switch not in ("on", "off"):
+            raise ValueError(f"auth_switch must be 'on' or 'off', not {self.auth_switch!r}")
+        object.__setattr__(self, "auth_switch", switch)
         object.__setattr__(self, "event_types", tuple(self.event_types))
+
+    @property
+    def signed(self) -> bool:
+        """True when ICE signs the callbacks (the AuthSwitch is on and there is a key)."""
+        return self.auth_switch == "on" and bool(self.auth_key)
+
+    @property
+    def delivered(self) -> bool:
+        """True when this emulator POSTs callbacks for the setting (HTTP; there is no MNS here)."""
+        return self.callback_type == HTTP_CALLBACK
 
 
 @dataclass(frozen=True)
@@ -214,6 +273,26 @@ def split_list(value: Optional[str]) -> List[str]:
 
 def dedupe(items: Sequence[str]) -> List[str]:
     return list(dict.fromkeys(items))
+
+
+def auth_key_problem(key: str) -> Optional[str]:
+    """Why ICE refuses ``key`` as an AuthKey, or None; the text never quotes the key."""
+    if len(key) > MAX_AUTH_KEY_LENGTH:
+        return f"at most {MAX_AUTH_KEY_LENGTH} characters, got {len(key)}"
+    if not key.isascii() or not key.isalnum():
+        return "only letters and digits"
+    if not (any(c.isupper() for c in key) and any(c.islower() for c in key) and any(c.isdigit() for c in key)):
+        return "it must contain upper-case letters, lower-case letters and digits"
+    return None
+
+
+def queue_name_problem(name: str) -> Optional[str]:
+    """Why ICE refuses ``name`` as a CallbackQueueName, or None."""
+    if not name.startswith(CALLBACK_QUEUE_PREFIX) or len(name) == len(CALLBACK_QUEUE_PREFIX):
+        return f"the queue name must start with {CALLBACK_QUEUE_PREFIX} (and go on after it)"
+    if len(name) > MAX_QUEUE_NAME_LENGTH or not all(c.isascii() and (c.isalnum() or c == "-") for c in name):
+        return f"an MNS queue name has at most {MAX_QUEUE_NAME_LENGTH} letters, digits and hyphens"
+    return None
 
 
 # ------------------------------------------------------------------ the emulator
@@ -335,13 +414,19 @@ class IceEmulator(OpenApiEmulator):
     # ---------------------------------------------------------------- callbacks: the setting
 
     def set_callback(self, url: Optional[str], auth_key: Optional[str] = None, *,
-                     event_types: Iterable[str] = (URL_UPLOAD_EVENT,)) -> None:
-        """Replace the callback setting, as ICE's SetEventCallback does; ``None`` removes it.
+                     event_types: Iterable[str] = (URL_UPLOAD_EVENT,), queue_name: Optional[str] = None,
+                     auth_switch: Optional[str] = None) -> None:
+        """Replace the callback setting, as ICE's SetEventCallback does; ``None`` (and no queue) removes it.
 
-        ``auth_key`` None turns ICE's AuthSwitch off. The key is not checked against ICE's rules
-        here (a SetEventCallback action would refuse what ICE refuses).
+        ``queue_name`` instead of ``url``: an MNS setting. ``auth_key`` None turns ICE's AuthSwitch off. The key
+        is not checked against ICE's rules here (the SetEventCallback action refuses what ICE refuses).
         """
-        setting = None if url is None else CallbackSetting(url, auth_key, tuple(event_types))
+        if url is None and queue_name is None:
+            setting = None
+        elif queue_name is not None:
+            setting = CallbackSetting(url, auth_key, tuple(event_types), MNS_CALLBACK, queue_name, auth_switch)
+        else:
+            setting = CallbackSetting(url, auth_key, tuple(event_types), auth_switch=auth_switch)
         with self._callback_lock:
             self._callback_setting = setting
 
@@ -459,7 +544,7 @@ class IceEmulator(OpenApiEmulator):
         """Start delivering the job's UploadByURLComplete message, if the setting asks for it."""
         with self._callback_lock:
             setting = self._callback_setting
-            if setting is None or URL_UPLOAD_EVENT not in setting.event_types:
+            if setting is None or not setting.delivered or URL_UPLOAD_EVENT not in setting.event_types:
                 return
             self._delivery_seq += 1
             delivery = _Delivery(self._delivery_seq, job_id, setting,
@@ -522,7 +607,7 @@ class IceEmulator(OpenApiEmulator):
         setting, window = delivery.setting, self.callback_timings.window_s
         headers = {"Content-Type": "application/json", "User-Agent": f"{self.server_version} (callback)"}
         timestamp = None
-        if setting.auth_key is not None:
+        if setting.signed:
             timestamp = str(int(time.time()))
             headers["X-ICE-TIMESTAMP"] = timestamp
             headers["X-ICE-SIGNATURE"] = ice_signature(setting.url, timestamp, setting.auth_key)
@@ -613,6 +698,10 @@ class IceEmulator(OpenApiEmulator):
             raise ApiError(*fault)
         if action == "GetUrlUploadInfos":
             return self._get_url_upload_infos(fields["job_ids"], fields["upload_urls"]), None
+        if action == "GetEventCallback":
+            return self._get_event_callback(), None
+        if action == "SetEventCallback":
+            return self._set_event_callback(params), None
         return self._upload_media_by_url(fields["upload_urls"], params.get("UserData")), None
 
     # ---------------------------------------------------------------- actions
@@ -646,6 +735,62 @@ class IceEmulator(OpenApiEmulator):
             non_exists = missing
         return {"NonExists": non_exists, "URLUploadInfoList": infos}
 
+    def _get_event_callback(self) -> Dict[str, Any]:
+        """The setting as ICE answers it: AuthSwitch and AuthKey only for HTTP; nothing at all when unset."""
+        setting = self.callback_setting
+        if setting is None:
+            return {}
+        answer: Dict[str, Any] = {"CallbackType": setting.callback_type, "EventTypeList": ",".join(setting.event_types)}
+        if setting.callback_type == MNS_CALLBACK:
+            answer["CallbackQueueName"] = setting.queue_name
+            return answer
+        answer.update({"CallbackURL": setting.url, "AuthSwitch": setting.auth_switch})
+        if setting.auth_key:
+            answer["AuthKey"] = setting.auth_key
+        return answer
+
+    def _set_event_callback(self, params: Dict[str, str]) -> Dict[str, Any]:
+        """Replace the setting after ICE's checks; an error never quotes the AuthKey."""
+        url, queue = params.get("CallbackURL") or None, params.get("CallbackQueueName") or None
+        callback_type = params.get("CallbackType") or (HTTP_CALLBACK if url else MNS_CALLBACK if queue else None)
+        if callback_type is None:
+            raise _missing("CallbackType")
+        if callback_type not in (HTTP_CALLBACK, MNS_CALLBACK):
+            raise _invalid("CallbackType", f"it must be {HTTP_CALLBACK} or {MNS_CALLBACK}")
+        events = dedupe(split_list(params.get("EventTypeList")))
+        if not events:
+            raise _missing("EventTypeList")
+        unknown = [event for event in events if event not in ICE_EVENT_TYPES]
+        if unknown:
+            raise _invalid("EventTypeList", f"unknown event type(s) {', '.join(unknown)}")
+        if callback_type == MNS_CALLBACK:
+            if queue is None:
+                raise _missing("CallbackQueueName")
+            problem = queue_name_problem(queue)
+            if problem:
+                raise _invalid("CallbackQueueName", problem)
+            self.set_callback(None, event_types=events, queue_name=queue)
+            return {"Success": True}
+        if url is None:
+            raise _missing("CallbackURL")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _invalid("CallbackURL", "it must be an http(s) URL with a host")
+        if len(url.encode("utf-8")) > MAX_CALLBACK_URL_BYTES:
+            raise _invalid("CallbackURL", f"at most {MAX_CALLBACK_URL_BYTES} bytes")
+        key = params.get("AuthKey") or None
+        switch = params.get("AuthSwitch") or ("on" if key else "off")
+        if switch not in ("on", "off"):
+            raise _invalid("AuthSwitch", "it must be on or off")
+        if key is not None:
+            problem = auth_key_problem(key)
+            if problem:
+                raise _invalid("AuthKey", problem)
+        elif switch == "on":
+            raise _missing("AuthKey")
+        self.set_callback(url, key, event_types=events, auth_switch=switch)
+        return {"Success": True}
+
     def _upload_media_by_url(self, upload_urls: Sequence[str], user_data: Optional[str]) -> Dict[str, Any]:
         if not upload_urls:
             raise ApiError(400, "MissingParameter", "The input parameter \"UploadURLs\" that is mandatory for "
@@ -670,6 +815,15 @@ class IceEmulator(OpenApiEmulator):
         return {"UploadJobs": upload_jobs}
 
 
+def _missing(name: str) -> ApiError:
+    return ApiError(400, "MissingParameter", f"The input parameter \"{name}\" that is mandatory for processing "
+                    "this request is not supplied.")
+
+
+def _invalid(name: str, why: str) -> ApiError:
+    return ApiError(400, "InvalidParameter", f"The parameter {name} is invalid: {why}.")
+
+
 # ------------------------------------------------------------------ command line
 
 
@@ -677,11 +831,13 @@ def build(argv: Optional[List[str]] = None) -> IceEmulator:
     """The emulator the command line describes, seeded and keyed, not yet started."""
     parser = argparse.ArgumentParser(prog="python -m tests.support.ice", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8080, help="0: any free port (default 8080)")
     parser.add_argument("--access-key-id", default="local-ak")
     parser.add_argument("--access-key-secret", default="local-secret")
     parser.add_argument("--security-token", default=None, help="makes the key an STS key")
     parser.add_argument("--seed", default=None, help="JSON list of jobs: {\"JobId\": ..., ICE fields...}")
+    parser.add_argument("--sample-jobs", action="store_true",
+                        help="seed the jobs of make local and the sample events (tests/scenario.py)")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--nonexists-style", choices=NONEXISTS_STYLES, default="list")
     parser.add_argument("--callback-url", default=None, help="where finished jobs are called back (ICE's CallbackURL)")
@@ -695,6 +851,8 @@ def build(argv: Optional[List[str]] = None) -> IceEmulator:
     args = parser.parse_args(argv)
     if args.callback_key is not None and args.callback_url is None:
         parser.error("--callback-key needs --callback-url")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {args.port}")
     try:
         timings = CallbackTimings(args.callback_window, args.callback_retry_interval)
         emulator = IceEmulator(args.host, args.port, nonexists_style=args.nonexists_style,
@@ -704,25 +862,64 @@ def build(argv: Optional[List[str]] = None) -> IceEmulator:
         parser.error(str(error))
     emulator.add_access_key(args.access_key_id, args.access_key_secret, args.security_token)
     emulator.latency_s = args.latency_ms / 1000.0
+    if args.sample_jobs:
+        from tests.scenario import seed_jobs  # the jobs make local seeds (standard library only, like this)
+
+        _put_jobs(emulator, seed_jobs())
     if args.seed:
         with open(args.seed, encoding="utf-8") as handle:
             jobs = json.load(handle)
         if not isinstance(jobs, list):
             parser.error("the seed file must hold a JSON list of jobs")
-        for job in jobs:
-            fields = {name: str(value) for name, value in job.items() if name != "JobId"}
-            emulator.put_job(str(job["JobId"]), **fields)
+        _put_jobs(emulator, jobs)
     return emulator
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    emulator = build(argv).start()
+def _put_jobs(emulator: IceEmulator, jobs: Iterable[Dict[str, Any]]) -> None:
+    for job in jobs:
+        fields = {name: str(value) for name, value in job.items() if name != "JobId"}
+        emulator.put_job(str(job["JobId"]), **fields)
+
+
+def start_lines(emulator: IceEmulator) -> List[str]:
+    """What the command line prints once it listens: the endpoint on the first line (scripts read it
+    there), then the environment that points the function or the command line at it."""
     keys = ", ".join(emulator.auth.access_key_ids())
     setting = emulator.callback_setting
-    callbacks = "no callbacks" if setting is None else (
-        f"callbacks to {setting.url}, {'signed' if setting.auth_key else 'unsigned'}")
-    emulator.serve_until_interrupted(f"ICE emulator listening on {{endpoint}} (access keys: {keys}; "
-                                     f"{len(emulator._jobs)} jobs; {callbacks})")
+    if setting is None:
+        callbacks = "no callbacks"
+    elif setting.delivered:
+        callbacks = f"callbacks to {setting.url}, {'signed' if setting.signed else 'unsigned'}"
+    else:
+        callbacks = f"callbacks to the MNS queue {setting.queue_name} (not delivered here)"
+    with emulator._lock:
+        job_ids = list(emulator._jobs)
+    lines = [f"ICE emulator listening on {emulator.endpoint} (access keys: {keys}; {len(job_ids)} jobs; "
+             f"{callbacks})", "Point the function or the command line at it with:",
+             f"  export ICE_ENDPOINT={emulator.endpoint}", "  export ICE_REGION=cn-shanghai"]
+    for key_id, (secret, token) in sorted(emulator.auth.keys.items()):
+        lines.append(f"  export ALIBABA_CLOUD_ACCESS_KEY_ID={key_id}")
+        lines.append(f"  export ALIBABA_CLOUD_ACCESS_KEY_SECRET={secret}")
+        if token:
+            lines.append(f"  export ALIBABA_CLOUD_SECURITY_TOKEN={token}")
+    if job_ids:
+        lines.append(f"then, for instance: .venv/bin/ice-upload-sync check {job_ids[0]}")
+    lines.append("Ctrl-C stops it.")
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    emulator = build(argv)
+    try:
+        emulator.start()
+    except OSError as error:  # the port is taken (EADDRINUSE), or the host is not this machine's
+        reason = "the port is already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+        print(f"ICE emulator: cannot listen on {emulator.host}:{emulator._port}: {reason}; choose another "
+              "port: make emulator PORT=9000 (or --port 9000; --port 0 takes any free one)", file=sys.stderr)
+        return 1
+    emulator.serve_until_interrupted("\n".join(start_lines(emulator)).replace("{", "{{").replace("}", "}}"))
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

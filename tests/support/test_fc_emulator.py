@@ -412,6 +412,49 @@ def test_a_direct_invocation_runs_any_event_synchronously(fake):
     assert failed.status is None and failed.error["errorType"] == "RuntimeError" and failed.result is None
 
 
+INVOKE_PATH = "/2023-03-30/functions/ice-upload-sync/invocations"
+
+
+def test_invoke_function_over_http_runs_the_body_as_a_direct_event(fake):
+    with front_end(fake) as fc:
+        done = send(f"{fc.url}{INVOKE_PATH}", b'{"JobIds": ["a"]}')
+        failed = send(f"{fc.url}{INVOKE_PATH}", b'{"do": "raise"}')
+        queued = send(f"{fc.url}{INVOKE_PATH}", b'{"do": "echo"}', headers=ASYNC)
+        later = fc.wait_for(queued[1]["x-fc-request-id"])
+        other = send(f"{fc.url}/2023-03-30/functions/another/invocations", b"{}")
+        trigger = send(f"{fc.url}{INVOKE_PATH}", method="GET")  # only POST is InvokeFunction
+        log = fc.invocations
+    assert done[0] == 200 and "x-fc-error-type" not in done[1]
+    assert json.loads(done[2])["event"] == {"JobIds": ["a"]}  # the body as it is: no HTTP-trigger event
+    assert failed[0] == 200 and failed[1]["x-fc-error-type"] == "UnhandledInvocationError"
+    assert json.loads(failed[2])["errorMessage"] == "told to raise"
+    assert (queued[0], queued[2]) == (202, b"") and later.kind == "direct-async" and later.value()["event"] == {
+        "do": "echo"}
+    assert other[0] == 404 and json.loads(other[2])["errorCode"] == "FunctionNotFound"
+    assert trigger[0] == 200 and json.loads(trigger[2])["event"]["rawPath"] == INVOKE_PATH
+    assert [record.kind for record in log if record.kind != "direct-async"] == ["direct", "direct", "http"]
+
+
+def test_fc_invoke_sends_an_event_file_as_s_invoke_does_and_exits_1_on_a_function_error(fake, tmp_path):
+    script = str(REPO / "tests" / "support" / "fc_invoke.py")  # by its path, from another folder
+
+    def invoke(url: str, event: dict) -> subprocess.CompletedProcess:
+        event_file = tmp_path / "event.json"
+        event_file.write_text(json.dumps(event))
+        return subprocess.run([sys.executable, script, "--url", url, "--event-file", str(event_file)],
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+
+    with front_end(fake) as fc:
+        done = invoke(fc.url, {"UploadJobs": [{"JobId": "j1"}]})
+        failed = invoke(fc.url, {"do": "raise"})
+        [first, second] = fc.invocations
+    assert done.returncode == 0, done.stderr
+    status_line, _, result = done.stdout.partition("\n")
+    assert "HTTP 200" in status_line and json.loads(result)["event"] == {"UploadJobs": [{"JobId": "j1"}]}
+    assert failed.returncode == 1 and "UnhandledInvocationError" in failed.stdout and "told to raise" in failed.stdout
+    assert (first.kind, second.kind) == ("direct", "direct")
+
+
 # ---------------------------------------------------------------- by hand
 
 

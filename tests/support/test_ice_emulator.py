@@ -30,10 +30,15 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlencode
@@ -48,6 +53,7 @@ from darabonba.exceptions import UnretryableException
 from ice_upload_sync import callback_auth, events
 from ice_upload_sync.errors import Unauthorized
 
+from tests.scenario import JOB, seed_jobs
 from tests.support.ice import (
     ICE_CALLBACK_TIMINGS,
     ApiCall,
@@ -59,6 +65,7 @@ from tests.support.ice import (
 )
 from tests.support.loopback import KeepAliveHandler, LoopbackServer, TrackingHTTPServer
 
+ROOT = Path(__file__).resolve().parents[2]
 AK, SECRET = "LTAI-emulator-test", "emulator-secret-never-shown"
 STS_AK, STS_SECRET, STS_TOKEN = "STS.emulator-test", "sts-secret-never-shown", "sts-token-value"
 ALL_FIELDS = {
@@ -769,3 +776,173 @@ def test_the_command_line_sets_callbacks_and_uploads_finish_by_themselves(receiv
                                                "MediaId": job.media_id, "JobId": job.job_id}
     with pytest.raises(SystemExit):
         build(["--callback-key", "no-url"])
+
+
+# ---------------------------------------------------------------- GetEventCallback / SetEventCallback
+
+
+def get_callback(client: Client):
+    return client.get_event_callback().body
+
+
+def set_callback(client: Client, **fields: str):
+    return client.set_event_callback(ice_models.SetEventCallbackRequest(**fields)).body
+
+
+def test_set_event_callback_replaces_the_one_setting_that_get_reads_and_deliveries_use(ice, receiver):
+    client = client_for(ice)
+    assert get_callback(client).callback_type is None  # nothing set: ICE answers its RequestId alone
+    answer = set_callback(client, callback_type="HTTP", callback_url=receiver.url,
+                          event_type_list="ProduceMediaComplete,UploadByURLComplete", auth_switch="on",
+                          auth_key=CALLBACK_KEY)
+    assert answer.success is True and answer.request_id
+    body = get_callback(client)
+    assert (body.callback_type, body.callback_url, body.event_type_list, body.auth_switch, body.auth_key) == (
+        "HTTP", receiver.url, "ProduceMediaComplete,UploadByURLComplete", "on", CALLBACK_KEY)
+    assert ice.callback_setting == CallbackSetting(receiver.url, CALLBACK_KEY,
+                                                   ("ProduceMediaComplete", "UploadByURLComplete"))
+    assert CALLBACK_KEY not in repr(ice.callback_setting)
+    ice.callback_timings = FAST
+    ice.put_job("job-1", Status="UPLOADING")
+    ice.finish_job("job-1")
+    delivery = ice.wait_for_callback("job-1")
+    assert delivery.outcome == "delivered" and delivery.attempts[0].timestamp is not None  # signed
+    # a second SetEventCallback replaces the whole setting: the key it does not send is gone
+    set_callback(client, callback_type="HTTP", callback_url=receiver.url, event_type_list="ProduceMediaComplete",
+                 auth_switch="off")
+    body = get_callback(client)
+    assert (body.event_type_list, body.auth_switch, body.auth_key) == ("ProduceMediaComplete", "off", None)
+    ice.finish_job("job-1")
+    assert len(ice.callback_deliveries) == 1  # UploadByURLComplete is no longer subscribed
+    assert [call.action for call in ice.calls] == ["GetEventCallback", "SetEventCallback", "GetEventCallback",
+                                                   "SetEventCallback", "GetEventCallback"]
+
+
+def test_an_mns_setting_is_read_back_without_auth_fields_and_delivers_nothing(ice):
+    client = client_for(ice)
+    set_callback(client, callback_type="MNS", callback_queue_name="ice-callback-uploads",
+                 event_type_list="UploadByURLComplete")
+    body = get_callback(client)
+    assert (body.callback_type, body.callback_queue_name, body.callback_url, body.auth_switch) == (
+        "MNS", "ice-callback-uploads", None, None)
+    ice.put_job("job-1", Status="UPLOADING")
+    ice.finish_job("job-1")
+    assert ice.callback_deliveries == []
+    ice.set_callback(None, queue_name="ice-callback-other", event_types=["ProduceMediaComplete"])
+    assert get_callback(client).callback_queue_name == "ice-callback-other"
+
+
+@pytest.mark.parametrize("fields, code, parameter", [
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb", "event_type_list": "UploadByURLComplete",
+      "auth_switch": "on", "auth_key": "a" * 10 + "B" * 10 + "1" * 13}, "InvalidParameter", "AuthKey"),  # 33
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb", "event_type_list": "UploadByURLComplete",
+      "auth_switch": "on", "auth_key": "alllowercase123"}, "InvalidParameter", "AuthKey"),
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb", "event_type_list": "UploadByURLComplete",
+      "auth_switch": "on", "auth_key": "NoDigitsHere"}, "InvalidParameter", "AuthKey"),
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb", "event_type_list": "UploadByURLComplete",
+      "auth_switch": "on", "auth_key": "Has-Hyphen-1"}, "InvalidParameter", "AuthKey"),
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb", "event_type_list": "UploadByURLComplete",
+      "auth_switch": "on"}, "MissingParameter", "AuthKey"),
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb", "event_type_list": "UploadByURLComplete",
+      "auth_switch": "maybe"}, "InvalidParameter", "AuthSwitch"),
+    ({"callback_type": "HTTP", "event_type_list": "UploadByURLComplete"}, "MissingParameter", "CallbackURL"),
+    ({"callback_type": "HTTP", "callback_url": "ftp://example.com/cb", "event_type_list": "UploadByURLComplete"},
+     "InvalidParameter", "CallbackURL"),
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/" + "x" * 240,
+      "event_type_list": "UploadByURLComplete"}, "InvalidParameter", "CallbackURL"),  # 260 bytes
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb", "event_type_list": "UploadComplete"},
+     "InvalidParameter", "EventTypeList"),
+    ({"callback_type": "HTTP", "callback_url": "https://example.com/cb"}, "MissingParameter", "EventTypeList"),
+    ({"callback_type": "MNS", "callback_queue_name": "uploads", "event_type_list": "UploadByURLComplete"},
+     "InvalidParameter", "CallbackQueueName"),
+    ({"callback_type": "MNS", "callback_queue_name": "ice-callback-", "event_type_list": "UploadByURLComplete"},
+     "InvalidParameter", "CallbackQueueName"),
+    ({"callback_type": "MNS", "event_type_list": "UploadByURLComplete"}, "MissingParameter", "CallbackQueueName"),
+    ({"callback_type": "SMS", "callback_url": "https://example.com/cb", "event_type_list": "UploadByURLComplete"},
+     "InvalidParameter", "CallbackType"),
+    ({"event_type_list": "UploadByURLComplete"}, "MissingParameter", "CallbackType"),
+])
+def test_set_event_callback_refuses_what_ice_refuses_and_keeps_the_setting(ice, fields, code, parameter):
+    ice.set_callback("https://example.com/kept", CALLBACK_KEY, event_types=["ProduceMediaComplete"])
+    before = ice.callback_setting
+    with pytest.raises(ClientException) as refused:
+        set_callback(client_for(ice), **fields)
+    assert (refused.value.status_code, refused.value.code) == (400, code)
+    assert parameter in refused.value.data["Message"]
+    if fields.get("auth_key"):
+        assert fields["auth_key"] not in json.dumps(refused.value.data)  # the key is never echoed
+    assert ice.callback_setting == before
+
+
+def test_keys_ice_accepts_and_the_defaults_chosen_where_ice_does_not_say(ice):
+    client = client_for(ice)
+    for key in ("TestKey001", "Ab1", "A" * 30 + "b1"):  # the reference's example key; the shortest; 32
+        set_callback(client, callback_type="HTTP", callback_url="https://example.com/cb",
+                     event_type_list="UploadByURLComplete", auth_switch="on", auth_key=key)
+        assert get_callback(client).auth_key == key
+    # no CallbackType: it follows from the URL; no AuthSwitch: on with a key
+    set_callback(client, callback_url="https://example.com/cb", event_type_list="UploadByURLComplete",
+                 auth_key="TestKey001")
+    body = get_callback(client)
+    assert (body.callback_type, body.auth_switch) == ("HTTP", "on") and ice.callback_setting.signed
+    # the switch off keeps the key it was sent, unused
+    set_callback(client, callback_type="HTTP", callback_url="https://example.com/cb",
+                 event_type_list="UploadByURLComplete", auth_switch="off", auth_key="TestKey001")
+    assert get_callback(client).auth_key == "TestKey001" and not ice.callback_setting.signed
+
+
+# ---------------------------------------------------------------- the command line: make emulator
+
+
+def start_emulator(*argv: str) -> subprocess.Popen[str]:
+    env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+    return subprocess.Popen([sys.executable, "-m", "tests.support.ice", *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_make_emulator_starts_with_the_sample_jobs_and_prints_the_environment_to_use():
+    process = start_emulator("--sample-jobs", "--port", "0")
+    try:
+        lines = []
+        while not lines or lines[-1] != "Ctrl-C stops it.":
+            line = process.stdout.readline()
+            assert line, f"the emulator ended early: {process.stderr.read()}"
+            lines.append(line.rstrip("\n"))
+        assert f"{len(seed_jobs())} jobs" in lines[0] and "access keys: local-ak" in lines[0]
+        exported = dict(line.strip()[len("export "):].split("=", 1) for line in lines
+                        if line.strip().startswith("export "))
+        assert set(exported) == {"ICE_ENDPOINT", "ICE_REGION", "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                                 "ALIBABA_CLOUD_ACCESS_KEY_SECRET"}
+        assert exported["ICE_ENDPOINT"] in lines[0]  # the first line names the endpoint (scripts read it)
+        # those variables reach it through the SDK, and it answers the jobs make local seeds
+        port = int(exported["ICE_ENDPOINT"].rsplit(":", 1)[1])
+        client = Client(Config(access_key_id=exported["ALIBABA_CLOUD_ACCESS_KEY_ID"],
+                               access_key_secret=exported["ALIBABA_CLOUD_ACCESS_KEY_SECRET"],
+                               endpoint=f"127.0.0.1:{port}", protocol="http", region_id=exported["ICE_REGION"]))
+        body = infos(client, job_ids=JOB["succeeded"])
+        assert body.urlupload_info_list[0].media_id == "5014ca70f08171ecbf940764a0fd6001"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_code_1():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start_emulator("--sample-jobs", "--port", str(port))
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 1 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"127.0.0.1:{port}" in err and "already in use" in err and "PORT=" in err
+
+
+def test_make_emulator_passes_port_and_args():
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # --no-print-directory: under `make test` this make is nested and would add "Leaving directory"
+    result = subprocess.run(["make", "--no-print-directory", "-n", "emulator", "PORT=9000", "ARGS=--latency-ms 5",
+                             f"STAMP={__file__}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].endswith("-m tests.support.ice --sample-jobs --port 9000 --latency-ms 5")

@@ -126,7 +126,7 @@ class ScriptedGateway(IceGateway):
         self.failure = failure
         self.calls = 0
 
-    def _client_now(self):
+    def client(self):
         return object()
 
     def _call(self, client, kind, keys, remaining_s):
