@@ -3,25 +3,33 @@
 Rendering uses the real Serverless Devs CLI (``s preview -t template.yml -o json``, pinned, installed
 from npm into ``.cache/deploy/npm``), which resolves ``vars`` and ``${env()}`` without the
 internet. Where ``npm`` is missing, a small renderer here does the same for the expressions this
-template uses (``${vars.a.b}``, ``${env('X')}``, ``${env('X', default)}``, ``+`` between them) and
-says so. ``--python-renderer`` forces it: the way out offline, where npm is there but cannot
-install ``s`` (the check then stops, shows npm's own message and says how). Before ``s`` runs,
-every required variable (``${env('X')}`` without a default) that is unset is named, all at once:
-``s`` stops at the first. Then:
+template uses (``${vars.a.b}``, ``${env('X')}``, ``${env('X', default)}``, ``+``, and for the
+policies ``[...]``, ``list.concat(...)`` and ``env('X', '') ? a : b``) and says so.
+``--python-renderer`` forces it: the way out offline, where npm is there but cannot install ``s``
+(the check then stops, shows npm's own message and says how). Before ``s`` runs, every required
+variable (``${env('X')}`` without a default) that is unset is named, all at once: ``s`` stops at
+the first. Then:
 
 - the fc3 function ``props`` against fc3's own JSON Schema (``../shared/reference/fc3-schema.json``),
   plus: no property the schema does not know (the schema itself allows any);
 - ``handler`` and the initializer name real functions of the code in ``code:``;
 - every environment variable the code reads is set in the template, has a default in the code,
   or is one FC sets itself; every variable the template sets is read by the code;
-- the RAM policies in ``vars.ramPolicy`` have no wildcard action; the role is an ARN;
+- the RAM policies in ``vars.ramPolicy`` (the function's, by store, and ``operator``'s) are RAM
+  policy documents with no wildcard action; the role is an ARN;
 - ``RECORD_STORE`` names a store FC can keep records in (not ``file://``), and the policy for
-  that store names exactly its bucket and prefix (OSS) or its instance and table (Tablestore);
+  that store names exactly its bucket and prefix (OSS) or its instance and table (Tablestore),
+  or the problem says what to export;
+- ``eventbridge:PutEvents`` is granted on exactly the ``NOTIFY_EVENTBRIDGE`` bus, and only with one;
+- the operator's policy grants exactly what the command line needs (``operator_grants_needed``);
 - timer crons have FC's six fields; the HTTP trigger takes POST only, and an anonymous one
-  needs ``CALLBACK_AUTH_KEY``; async invocations have bounded retries and a failure destination.
+  needs ``CALLBACK_AUTH_KEY``; async invocations have bounded retries and a failure destination
+  in the function's region;
+- no value holds a ``<placeholder>`` of ``deploy.env.example``.
 
     python -m tests.deploy.template_check [--template template.yml] [--example-env] [--python-renderer]
     python -m tests.deploy.template_check --print ramPolicy.oss     # a rendered var, as JSON
+    python -m tests.deploy.template_check --print ramPolicy.operator.oss [--allow-placeholders]
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import yaml
 
@@ -165,7 +173,7 @@ def render_with_s(template: Path, env: Mapping[str, str], binary: Path,
 
 _EXPRESSION = re.compile(r"\$\{(.*?)\}(?!')")
 _TOKENS = re.compile(r"""\s*(?:(?P<str>'[^']*'|"[^"]*")|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.-]*)"""
-                     r"""|(?P<op>[()+,]))""")
+                     r"""|(?P<op>[()+,?:\[\]]))""")
 
 
 def render_in_python(template: Path, env: Mapping[str, str]) -> Dict[str, Any]:
@@ -203,7 +211,17 @@ def _render_value(value: Any, variables: Mapping[str, Any], env: Mapping[str, st
 
 
 def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, str], missing: List[str]) -> Any:
-    """expr := term ('+' term)*; term := 'str' | number | true | false | vars.a.b | env('X' [, expr])."""
+    """The part of s's expressions (JavaScript) this template uses::
+
+        expr := sum ['?' expr ':' expr]       (a condition on env() only, see below)
+        sum  := term ('+' term)*
+        term := 'str' | number | true | false | '(' expr ')' | '[' [expr (',' expr)*] ']'
+              | env('X' [, expr]) | vars.a.b | vars.a.b.concat(expr, ...)
+
+    ``env('X', d)`` gives ``d`` when X is unset or empty, as s does (s: ``if (value) return value``).
+    A condition naming ``vars`` is refused: s evaluates it on the var's unrendered text
+    (``${env(...)}``, never empty), so it would not mean what it says.
+    """
     tokens, position = [], 0
     while position < len(expression.rstrip()):
         match = _TOKENS.match(expression, position)
@@ -212,6 +230,7 @@ def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, s
         tokens.append(match)
         position = match.end()
     cursor = [0]
+    vars_named: List[str] = []
 
     def peek(kind: str, text: Optional[str] = None) -> bool:
         if cursor[0] >= len(tokens) or tokens[cursor[0]].group(kind) is None:
@@ -224,11 +243,28 @@ def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, s
         cursor[0] += 1
         return tokens[cursor[0] - 1].group(kind)
 
+    def arguments(closing: str) -> List[Any]:
+        values: List[Any] = []
+        while not peek("op", closing):
+            values.append(expr())
+            if not peek("op", closing):
+                take("op", ",")
+        take("op", closing)
+        return values
+
     def term() -> Any:
         if peek("str"):
             return take("str")[1:-1]
         if peek("num"):
             return ast.literal_eval(take("num"))
+        if peek("op", "("):
+            take("op", "(")
+            value = expr()
+            take("op", ")")
+            return value
+        if peek("op", "["):
+            take("op", "[")
+            return arguments("]")
         name = take("name")
         if name in ("true", "false"):
             return name == "true"
@@ -240,7 +276,7 @@ def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, s
                 take("op", ",")
                 default = expr()
             take("op", ")")
-            if variable in env:
+            if env.get(variable):
                 return env[variable]
             if default is _MISSING:  # noted, and rendering goes on to find the others
                 if variable not in missing:
@@ -248,20 +284,45 @@ def _evaluate(expression: str, variables: Mapping[str, Any], env: Mapping[str, s
                 return ""
             return default
         if name.startswith("vars."):
+            vars_named.append(name)
+            path = name.split(".")[1:]
+            concat = path[-1] == "concat" and peek("op", "(")
             current: Any = variables
-            for key in name.split(".")[1:]:
+            for key in path[:-1] if concat else path:
                 if not isinstance(current, dict) or key not in current:
                     raise RenderError(f"{name} is not defined")
                 current = current[key]
+            if concat:
+                if not isinstance(current, list):
+                    raise RenderError(f"cannot render ${{{expression}}}: {name[:-len('.concat')]} is not a list")
+                take("op", "(")
+                joined = list(current)
+                for value in arguments(")"):  # JavaScript's concat: a list's items, anything else itself
+                    joined.extend(value if isinstance(value, list) else [value])
+                return joined
             return current
         raise RenderError(f"cannot render ${{{expression}}}: unknown {name!r}")
 
-    def expr() -> Any:
+    def total() -> Any:
         terms = [term()]
         while peek("op", "+"):
             take("op", "+")
             terms.append(term())
         return terms[0] if len(terms) == 1 else "".join(str(t) for t in terms)
+
+    def expr() -> Any:
+        named = len(vars_named)
+        value = total()
+        if not peek("op", "?"):
+            return value
+        if len(vars_named) > named:
+            raise RenderError(f"cannot render ${{{expression}}}: a condition on {vars_named[named]} sees its "
+                              "unrendered text in s; test env('X', '') instead")
+        take("op", "?")
+        chosen = expr()
+        take("op", ":")
+        other = expr()
+        return chosen if value not in ("", 0, False, None) else other  # JavaScript's falsy values
 
     value = expr()
     if cursor[0] != len(tokens):
@@ -343,6 +404,8 @@ def check(document: Mapping[str, Any], template_dir: Path, schema: Optional[Mapp
     for name, props in functions.items():
         problems += record_store_problems(document, props, f"resources.{name}.props")
         problems += event_bus_problems(document, props, f"resources.{name}.props")
+        problems += operator_policy_problems(document, props)
+    problems += placeholder_problems(document)
     code = next(iter(functions.values())).get("code")
     if isinstance(code, str) and (template_dir / code / "ice_upload_sync").is_dir():
         problems += store_policy_problems(document, (template_dir / code).resolve())
@@ -498,6 +561,11 @@ def trigger_problems(props: Mapping[str, Any], where: str) -> List[str]:
     return problems
 
 
+_ARN = re.compile(r"^acs:(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):(?P<account>[^:]*):(?P<resource>.+)$")
+# a value a deployer still has to fill in (deploy.env.example writes them so: <account-id>, <bucket>)
+PLACEHOLDER = re.compile(r"<[a-z][a-z0-9-]*>")
+
+
 def async_problems(props: Mapping[str, Any], where: str) -> List[str]:
     config = props.get("asyncInvokeConfig")
     if not isinstance(config, dict):
@@ -506,24 +574,69 @@ def async_problems(props: Mapping[str, Any], where: str) -> List[str]:
     if not isinstance(config.get("maxAsyncRetryAttempts"), int):
         problems.append(f"{where}.asyncInvokeConfig.maxAsyncRetryAttempts must be set (0-8)")
     destination = ((config.get("destinationConfig") or {}).get("onFailure") or {}).get("destination")
+    at = f"{where}.asyncInvokeConfig.destinationConfig.onFailure.destination"
     if not isinstance(destination, str) or not destination.startswith("acs:"):
-        problems.append(f"{where}.asyncInvokeConfig.destinationConfig.onFailure.destination must be an ARN, "
-                        f"got {destination!r}")
+        return problems + [f"{at} must be an ARN, got {destination!r}"]
+    arn = _ARN.match(destination)
+    if arn is None:
+        return problems + [f"{at} {destination!r} is not an ARN (acs:mns:<region>:<account-id>:/queues/<queue>/"
+                           "messages): check FAILURE_DESTINATION_ARN"]
+    region, function_region = arn.group("region"), str(props.get("region") or "")
+    if region and function_region and region != function_region:
+        problems.append(f"{at} {destination!r} is in {region} but the function runs in {function_region} "
+                        f"(ICE_REGION): the failure queue must be in the function's region; create it in "
+                        f"{function_region} and export FAILURE_DESTINATION_ARN=acs:{arn.group('service')}:"
+                        f"{function_region}:..., or export ICE_REGION={region}")
+    if not arn.group("account").isdigit():
+        problems.append(f"{at} {destination!r} names account {arn.group('account')!r}, not an account ID "
+                        "(aliyun sts GetCallerIdentity shows yours): export FAILURE_DESTINATION_ARN")
     return problems
 
 
+def function_policies(document: Mapping[str, Any]) -> Dict[str, Any]:
+    """The function role's policies, by store: ``vars.ramPolicy`` less ``operator``."""
+    policies = (document.get("vars") or {}).get("ramPolicy") or {}
+    return {store: policy for store, policy in policies.items() if store != "operator"}
+
+
+def operator_policies(document: Mapping[str, Any]) -> Dict[str, Any]:
+    """The operator's policies, by store: ``vars.ramPolicy.operator``."""
+    return ((document.get("vars") or {}).get("ramPolicy") or {}).get("operator") or {}
+
+
+def _all_policies(document: Mapping[str, Any]) -> Dict[str, Any]:
+    """Every policy by the name ``--print`` takes: ``ramPolicy.oss``, ``ramPolicy.operator.oss``, ..."""
+    named = {f"ramPolicy.{store}": policy for store, policy in function_policies(document).items()}
+    named.update({f"ramPolicy.operator.{store}": policy for store, policy in operator_policies(document).items()})
+    return named
+
+
 def policy_problems(document: Mapping[str, Any]) -> List[str]:
-    policies = (document.get("vars") or {}).get("ramPolicy")
-    if not isinstance(policies, dict) or not policies:
+    """Each policy is a RAM policy document (Version "1", a list of statements with an Effect, actions and
+    resources), allows ICE's lookup, and has no wildcard action, NotAction or empty resource."""
+    if not function_policies(document):
         return ["vars.ramPolicy is missing: the function's least-privilege RAM policies live there"]
     problems = []
-    for store, policy in policies.items():
-        statements = (policy or {}).get("Statement") or []
+    for name, policy in _all_policies(document).items():
+        if not isinstance(policy, dict):
+            problems.append(f"vars.{name} is not a policy document, got {type(policy).__name__}")
+            continue
+        if policy.get("Version") != "1":
+            problems.append(f"vars.{name}.Version must be \"1\" (RAM's only policy version), got "
+                            f"{policy.get('Version')!r}")
+        statements = policy.get("Statement")
+        if not isinstance(statements, list) or not statements or not all(isinstance(s, dict) for s in statements):
+            problems.append(f"vars.{name}.Statement must be a non-empty list of statements, got {statements!r}")
+            continue
         actions = [a for s in statements for a in _as_list(s.get("Action"))]
         if "ice:GetUrlUploadInfos" not in actions:
-            problems.append(f"vars.ramPolicy.{store} does not allow ice:GetUrlUploadInfos")
+            problems.append(f"vars.{name} does not allow ice:GetUrlUploadInfos")
         for number, statement in enumerate(statements):
-            at = f"vars.ramPolicy.{store}.Statement[{number}]"
+            at = f"vars.{name}.Statement[{number}]"
+            if statement.get("Effect") not in ("Allow", "Deny"):
+                problems.append(f"{at}.Effect must be Allow or Deny, got {statement.get('Effect')!r}")
+            if not _as_list(statement.get("Action")) and "NotAction" not in statement:
+                problems.append(f"{at} has no Action")
             if statement.get("Effect") != "Allow":
                 continue
             if "NotAction" in statement:
@@ -551,7 +664,7 @@ def store_ram_actions(code_dir: Path) -> Dict[str, Set[str]]:
 
 def store_policy_problems(document: Mapping[str, Any], code_dir: Path) -> List[str]:
     """Each store's policy allows exactly the store actions its module says it needs."""
-    policies = (document.get("vars") or {}).get("ramPolicy") or {}
+    policies = function_policies(document)
     problems = []
     for store, needed in store_ram_actions(code_dir).items():
         if store not in policies:
@@ -566,6 +679,13 @@ def store_policy_problems(document: Mapping[str, Any], code_dir: Path) -> List[s
             problems.append(f"vars.ramPolicy.{store} allows {sorted(allowed - needed)}, which stores/{store}.py "
                             f"does not need (least privilege)")
     return problems
+
+
+# The variables (and the template's vars) each store's policy is made from: what to export to change it.
+STORE_POLICY_VARIABLES = {
+    "oss": (("RECORD_BUCKET", "recordBucket"), ("RECORD_PREFIX", "recordPrefix")),
+    "tablestore": (("TABLESTORE_INSTANCE", "tablestoreInstance"), ("TABLESTORE_TABLE", "tablestoreTable")),
+}
 
 
 def record_store_problems(document: Mapping[str, Any], props: Mapping[str, Any], where: str) -> List[str]:
@@ -584,39 +704,156 @@ def record_store_problems(document: Mapping[str, Any], props: Mapping[str, Any],
     if scheme not in ("oss", "tablestore") or not location or not leaf.strip("/"):
         return [f"{at} is {url!r}: it must name oss://<bucket>/<prefix> or tablestore://<instance>/<table> "
                 "(is RECORD_BUCKET or RECORD_STORE unset?)"]
-    policy = ((document.get("vars") or {}).get("ramPolicy") or {}).get(scheme) or {}
+    policy = function_policies(document).get(scheme) or {}
     resources = [r for statement in policy.get("Statement") or [] for r in _as_list(statement.get("Resource"))
                  if r.startswith(f"acs:{'oss' if scheme == 'oss' else 'ots'}:")]
     if scheme == "oss":
-        prefix = leaf.strip("/")
-        expected = {f"acs:oss:*:*:{location}/{prefix}/*", f"acs:oss:*:*:{location}"}
+        leaf = leaf.strip("/")
+        expected = {f"acs:oss:*:*:{location}/{leaf}/*", f"acs:oss:*:*:{location}"}
     else:
         expected = {f"instance/{location}/table/{leaf}", f"instance/{location}/table/{leaf}_pending"}
         resources = [r.split(":", 4)[-1] for r in resources]  # acs:ots:<region>:*:instance/...
     if set(resources) != expected:
         return [f"vars.ramPolicy.{scheme} grants {sorted(resources)} but RECORD_STORE {url!r} needs exactly "
-                f"{sorted(expected)}"]
+                f"{sorted(expected)}: {_store_export_hint(document, scheme, (location, leaf))}"]
     return []
+
+
+def _store_export_hint(document: Mapping[str, Any], scheme: str, wanted: Sequence[str]) -> str:
+    """What to export so that the policy names the store ``RECORD_STORE`` names."""
+    variables = document.get("vars") or {}
+    pairs = list(zip(STORE_POLICY_VARIABLES[scheme], wanted))
+    differing = [(name, value) for (name, var), value in pairs if str(variables.get(var, "")) != value]
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in differing or
+                       [(name, value) for (name, _), value in pairs])
+    hint = f"export {exports} (the policy is made from {' and '.join(name for (name, _), _ in pairs)})"
+    if scheme == "oss":
+        hint += ", or unset RECORD_STORE (it defaults to oss://$RECORD_BUCKET/$RECORD_PREFIX)"
+    return hint
 
 
 def event_bus_problems(document: Mapping[str, Any], props: Mapping[str, Any], where: str) -> List[str]:
     """A ``NOTIFY_EVENTBRIDGE`` bus the role may put events on: every policy allows
     ``eventbridge:PutEvents`` on exactly that bus in the function's region, or each event
-    would be refused (AccessDenied) and given up after three tries."""
+    would be refused (AccessDenied) and given up after three tries. Without a bus, no policy
+    grants it (a statement naming ``eventbus/`` allows nothing, and RAM refuses one naming none)."""
     variables = props.get("environmentVariables") or {}
     bus = str(variables.get("NOTIFY_EVENTBRIDGE") or "").strip()
-    if not bus:
-        return []
     region = str(variables.get("ICE_REGION") or props.get("region") or "")
     expected = f"acs:eventbridge:{region}:*:eventbus/{bus}"
     problems = []
-    for store, policy in ((document.get("vars") or {}).get("ramPolicy") or {}).items():
+    for name, policy in _all_policies(document).items():
         granted = [r for statement in (policy or {}).get("Statement") or []
                    if "eventbridge:PutEvents" in _as_list(statement.get("Action"))
                    for r in _as_list(statement.get("Resource"))]
-        if granted != [expected]:
-            problems.append(f"vars.ramPolicy.{store} grants eventbridge:PutEvents on {granted} but "
+        if bus and granted != [expected]:
+            problems.append(f"vars.{name} grants eventbridge:PutEvents on {granted} but "
                             f"{where}.environmentVariables.NOTIFY_EVENTBRIDGE {bus!r} needs exactly [{expected!r}]")
+        if not bus and granted:
+            problems.append(f"vars.{name} grants eventbridge:PutEvents on {granted} but "
+                            f"{where}.environmentVariables.NOTIFY_EVENTBRIDGE is unset: no event is put anywhere")
+    return problems
+
+
+# What the operator's command line needs beyond what the function does, and which commands need it.
+OPERATOR_GRANTS = {
+    "ice:GetEventCallback": "ice-callback show and set need (set merges into what ICE holds)",
+    "ice:SetEventCallback": "ice-callback set needs",
+    "ice:UploadMediaByURL": "smoke needs (the upload job it watches)",
+    "fc:InvokeFunction": "smoke needs (`s invoke` of the deployed function)",
+}
+_Grant = Tuple[str, str, Tuple[str, ...]]  # (action, resource, the oss:Prefix values it is limited to)
+
+
+def _grants(policy: Any) -> Set[_Grant]:
+    grants: Set[_Grant] = set()
+    for statement in (policy or {}).get("Statement") or []:
+        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+            continue
+        prefixes = tuple(sorted(_as_list(((statement.get("Condition") or {}).get("StringLike") or {})
+                                         .get("oss:Prefix"))))
+        grants.update((action, resource, prefixes) for action in _as_list(statement.get("Action"))
+                      for resource in _as_list(statement.get("Resource")))
+    return grants
+
+
+def operator_grants_needed(document: Mapping[str, Any], props: Mapping[str, Any]) -> Dict[str, Dict[_Grant, str]]:
+    """Per store: what the operator's policy must grant (exactly), each with the commands that need it.
+
+    ``check``, ``replay`` and ``sweep`` run the handler in the operator's process: the function's
+    grants, less the failure destination (FC sends to it, not the code); ``get``, ``list`` and
+    ``stats`` read through the same grants, and first check that the store exists (an OSS listing
+    of ``<prefix>/``); ``ice-callback`` and ``smoke`` need ``OPERATOR_GRANTS``.
+    """
+    variables = document.get("vars") or {}
+    destination = (((props.get("asyncInvokeConfig") or {}).get("destinationConfig") or {}).get("onFailure")
+                   or {}).get("destination")
+    function_arn = f"acs:fc:{props.get('region')}:*:functions/{props.get('functionName')}"
+    needed: Dict[str, Dict[_Grant, str]] = {}
+    for store, policy in function_policies(document).items():
+        grants: Dict[_Grant, str] = {}
+        for action, resource, prefixes in sorted(_grants(policy)):
+            if resource == destination:
+                continue
+            why = "check, replay and sweep need (they run the handler), and get, list and stats read with"
+            if action == "oss:ListObjects" and prefixes:  # and <prefix>/ itself: does the store exist?
+                prefixes = tuple(sorted({*prefixes, f"{variables.get('recordPrefix')}/"}))
+                why = "get, list and stats need (<prefix>/: does the store exist?), and check, replay and sweep"
+            grants[(action, resource, prefixes)] = why
+        for action, why in OPERATOR_GRANTS.items():
+            grants[(action, function_arn if action.startswith("fc:") else "*", ())] = why
+        needed[store] = grants
+    return needed
+
+
+def operator_policy_problems(document: Mapping[str, Any], props: Mapping[str, Any]) -> List[str]:
+    """Each store's operator policy grants exactly what ``operator_grants_needed`` says, no more."""
+    operators = operator_policies(document)
+    if not operators:
+        return ["vars.ramPolicy.operator is missing: the operator's policy for each store lives there"]
+    problems = []
+    for store, needed in operator_grants_needed(document, props).items():
+        if store not in operators:
+            problems.append(f"vars.ramPolicy.operator.{store} is missing (vars.ramPolicy.{store} has one)")
+            continue
+        granted = _grants(operators[store])
+        for action, resource, prefixes in sorted(set(needed) - granted):
+            limit = f" (oss:Prefix {list(prefixes)})" if prefixes else ""
+            problems.append(f"vars.ramPolicy.operator.{store} lacks {action} on {resource}{limit}, which "
+                            f"{needed[(action, resource, prefixes)]}")
+        for action, resource, prefixes in sorted(granted - set(needed)):
+            limit = f" (oss:Prefix {list(prefixes)})" if prefixes else ""
+            problems.append(f"vars.ramPolicy.operator.{store} allows {action} on {resource}{limit}, which no "
+                            "command needs (least privilege)")
+    return problems
+
+
+def placeholder_problems(document: Mapping[str, Any]) -> List[str]:
+    """A ``<placeholder>`` of deploy.env.example left in a value the deployment would use: one problem
+    per placeholder, naming where it is (never the value: it may be a key)."""
+    found: Dict[str, List[str]] = {}
+
+    def visit(value: Any, at: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{at}.{key}")
+        elif isinstance(value, list):
+            for number, item in enumerate(value):
+                visit(item, f"{at}[{number}]")
+        elif isinstance(value, str):
+            for placeholder in dict.fromkeys(PLACEHOLDER.findall(value)):
+                found.setdefault(placeholder, []).append(at)
+
+    for name, props in fc3_resources(document).items():
+        for field in ("role", "environmentVariables", "asyncInvokeConfig"):
+            visit(props.get(field), f"resources.{name}.props.{field}")
+    for name, policy in _all_policies(document).items():
+        visit(policy, f"vars.{name}")
+    problems = []
+    for placeholder, places in found.items():
+        more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+        problems.append(f"{', '.join(places[:3])}{more} hold(s) the placeholder {placeholder} of "
+                        "deploy.env.example: replace it in deploy.env (or in what you exported) and source it again")
     return problems
 
 
@@ -640,13 +877,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="fill the required variables with placeholders (" + ", ".join(EXAMPLE_ENV) + ")")
     parser.add_argument("--python-renderer", action="store_true", help="do not use s, render in Python")
     parser.add_argument("--print", dest="print_var", metavar="VAR",
-                        help="print a rendered var as JSON (e.g. ramPolicy.oss, ramTrustPolicy) and exit")
+                        help="print a rendered var as JSON (e.g. ramPolicy.oss, ramPolicy.operator.oss, "
+                             "ramTrustPolicy) and exit; refused while it holds a placeholder")
+    parser.add_argument("--allow-placeholders", action="store_true",
+                        help="--print a var even when it holds placeholders (to read it, not to create it)")
     options = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(options)
     env = dict(os.environ)
-    placeholders = [name for name in EXAMPLE_ENV if name not in env] if args.example_env else []
+    placeholders = [name for name in EXAMPLE_ENV if not env.get(name)] if args.example_env else []
     if args.example_env:
-        env = {**EXAMPLE_ENV, **env}
+        env = {**env, **{name: EXAMPLE_ENV[name] for name in placeholders}}
     template = args.template.resolve()
     try:
         rendered = render(template, env, use_s=False if args.python_renderer else None)
@@ -657,21 +897,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{template.name} does not render: {exc}", file=sys.stderr)
         return 1
     if args.print_var:
-        value: Any = rendered.document.get("vars") or {}
-        for depth, key in enumerate(args.print_var.split(".")):
-            if not isinstance(value, dict) or key not in value:
-                known = ", ".join(sorted(value)) if isinstance(value, dict) else "none (not a mapping)"
-                print(f"--print {args.print_var}: vars.{'.'.join(args.print_var.split('.')[:depth + 1])} is not "
-                      f"in {template.name}; there: {known}", file=sys.stderr)
-                return 2
-            value = value[key]
-        text = json.dumps(value, indent=2)
-        shown = [name for name in placeholders if EXAMPLE_ENV[name] in text]
-        if shown:  # a RAM policy naming a placeholder queue or bucket would be created without complaint
-            print(f"note: vars.{args.print_var} holds the --example-env placeholder of {', '.join(shown)} "
-                  f"(unset): export {'them' if len(shown) > 1 else 'it'} before using this", file=sys.stderr)
-        print(text)
-        return 0
+        return print_var(rendered.document, args.print_var, template, placeholders, args.allow_placeholders)
+    if placeholders:  # a check of placeholders passes: say so where it cannot be missed
+        print(f"--example-env: these are placeholders, not your values: "
+              f"{', '.join(f'{name}={EXAMPLE_ENV[name]}' for name in placeholders)}\n"
+              f"This checks the template, not your deployment: export them (deploy.env.example) and check again.",
+              file=sys.stderr)
     schema = load_schema()
     problems = check(rendered.document, template.parent, schema)
     notes = [f"rendered with {rendered.renderer}"]
@@ -683,6 +914,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"problem: {problem}")
     print(f"{template.name}: {len(problems)} problem(s); " + "; ".join(notes))
     return 1 if problems else 0
+
+
+def print_var(document: Mapping[str, Any], path: str, template: Path, placeholders: Sequence[str],
+              allow_placeholders: bool) -> int:
+    """``--print``: the var as JSON on stdout. A var holding a placeholder (``--example-env``'s, or a
+    ``<...>`` of deploy.env.example) is refused (exit 1, nothing on stdout) unless ``allow_placeholders``:
+    a policy created from it would name someone else's bucket or queue, or none."""
+    value: Any = document.get("vars") or {}
+    for depth, key in enumerate(path.split(".")):
+        if not isinstance(value, dict) or key not in value:
+            known = ", ".join(sorted(value)) if isinstance(value, dict) else "none (not a mapping)"
+            print(f"--print {path}: vars.{'.'.join(path.split('.')[:depth + 1])} is not in {template.name}; "
+                  f"there: {known}", file=sys.stderr)
+            return 2
+        value = value[key]
+    text = json.dumps(value, indent=2)
+    held = [f"{name} ({EXAMPLE_ENV[name]}, the --example-env placeholder: unset)" for name in placeholders
+            if EXAMPLE_ENV[name] in text]
+    held += sorted(set(PLACEHOLDER.findall(text)))
+    if held and not allow_placeholders:
+        print(f"--print {path}: refused: vars.{path} holds {', '.join(held)}. A policy made from it would name "
+              f"someone else's resources, or none: export your values (deploy.env.example) and print it again, "
+              f"or add --allow-placeholders to print it anyway", file=sys.stderr)
+        return 1
+    if held:
+        print(f"note: vars.{path} holds {', '.join(held)}: printed for reading (--allow-placeholders), "
+              "not for creating a policy", file=sys.stderr)
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":

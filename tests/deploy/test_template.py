@@ -25,28 +25,10 @@ CONTRACT_VARIABLES = {  # contract section 3, less the credentials FC provides i
 SCHEMA_MISSING = f"fc3 schema not found at {tc.SCHEMA_PATH} (CI has the shared folder beside the clone)"
 
 
-@pytest.fixture(scope="module")
-def schema():
-    """fc3's schema, or None: then only what needs the schema is skipped, the other checks still run."""
-    return tc.load_schema()
-
-
 def test_the_fc3_schema_is_there_to_validate_against(schema):
     if schema is None:
         pytest.skip(SCHEMA_MISSING)
     assert "python3.10" in schema["definitions"]["IRuntime"]["enum"]
-
-
-@pytest.fixture(scope="module")
-def s_binary():
-    try:
-        binary = tc.s_binary()
-    except tc.SUnavailable as exc:  # offline: npm is there but cannot reach its registry
-        pytest.skip(f"the Serverless Devs CLI part is skipped (the Python renderer covers the rest): {exc}")
-    if binary is None:
-        pytest.skip("npm is not installed: the Serverless Devs CLI part is skipped "
-                    "(the Python renderer covers the rest)")
-    return binary
 
 
 def render(path: Path, env: Dict[str, str]) -> Dict:
@@ -100,11 +82,14 @@ def test_the_python_renderer_agrees_with_s(s_binary, tmp_path):
     variants = {"template": TEMPLATE.read_text(),
                 "with eventbridge": tc.uncomment_block(TEMPLATE.read_text(), "eventbridge-trigger")}
     env = {**tc.EXAMPLE_ENV, "RECORD_STORE": "tablestore://records/ice_upload_jobs", "ICE_REGION": "cn-beijing"}
+    envs = {"no bus": env, "a bus": {**env, "NOTIFY_EVENTBRIDGE": "media-events"},
+            "empty values": {**env, "NOTIFY_EVENTBRIDGE": "", "RECORD_PREFIX": "", "SWEEP_CRON": ""}}
     for name, text in variants.items():
         path = write_variant(tmp_path, text)
-        by_s = tc.render_with_s(path, env, s_binary)
-        in_python = tc.render_in_python(path, env)
-        assert (in_python["vars"], in_python["resources"]) == (by_s["vars"], by_s["resources"]), name
+        for which, values in envs.items():
+            by_s = tc.render_with_s(path, values, s_binary)
+            in_python = tc.render_in_python(path, values)
+            assert (in_python["vars"], in_python["resources"]) == (by_s["vars"], by_s["resources"]), (name, which)
 
 
 def test_the_template_passes_the_check_rendered_in_python(schema):
@@ -185,17 +170,23 @@ def test_every_required_variable_that_is_unset_is_named_at_once_before_s_runs(tm
     assert not called.exists()  # named before s (and npm) were asked
 
 
-def test_a_printed_policy_that_holds_a_placeholder_says_which(monkeypatch, capsys):
+def test_a_printed_policy_that_holds_a_placeholder_is_refused_unless_allowed(monkeypatch, capsys):
     """README "Deploy" step 1 prints the policy to create with --example-env: a placeholder queue in it
-    would make a policy for someone else's account without a word."""
+    would make a policy for someone else's account. Piped into `aliyun ram CreatePolicy`, a warning
+    would scroll by: the policy is not printed at all, unless asked for with --allow-placeholders."""
     monkeypatch.setenv("RECORD_BUCKET", "my-ice-records")
     for name in ("FAILURE_DESTINATION_ARN", "FUNCTION_ROLE_ARN", "CALLBACK_AUTH_KEY"):
         monkeypatch.delenv(name, raising=False)
-    assert tc.main(["--example-env", "--python-renderer", "--print", "ramPolicy.oss"]) == 0
+    assert tc.main(["--example-env", "--python-renderer", "--print", "ramPolicy.oss"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "refused: vars.ramPolicy.oss holds FAILURE_DESTINATION_ARN" in captured.err
+    assert "--allow-placeholders" in captured.err
+    assert "FUNCTION_ROLE_ARN" not in captured.err  # not in the policy: nothing to say
+    assert tc.main(["--example-env", "--python-renderer", "--print", "ramPolicy.oss", "--allow-placeholders"]) == 0
     captured = capsys.readouterr()
     assert tc.EXAMPLE_ENV["FAILURE_DESTINATION_ARN"] in json.loads(captured.out)["Statement"][-1]["Resource"]
-    assert "holds the --example-env placeholder of FAILURE_DESTINATION_ARN (unset): export it" in captured.err
-    assert "FUNCTION_ROLE_ARN" not in captured.err  # not in the policy: nothing to say
+    assert "holds FAILURE_DESTINATION_ARN" in captured.err and "not for creating a policy" in captured.err
     monkeypatch.setenv("FAILURE_DESTINATION_ARN", "acs:mns:cn-shanghai:1234567890123456:/queues/mine/messages")
     assert tc.main(["--example-env", "--python-renderer", "--print", "ramPolicy.oss"]) == 0
     assert capsys.readouterr().err == ""
@@ -203,9 +194,40 @@ def test_a_printed_policy_that_holds_a_placeholder_says_which(monkeypatch, capsy
     assert "--example-env placeholders for FUNCTION_ROLE_ARN, CALLBACK_AUTH_KEY" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("var, variable, value, placeholder", [
+    ("ramPolicy.oss", "FAILURE_DESTINATION_ARN", "acs:mns:cn-shanghai:<account-id>:/queues/failed/messages",
+     "<account-id>"),
+    ("ramPolicy.operator.oss", "RECORD_BUCKET", "<bucket>", "<bucket>"),
+])
+def test_a_printed_policy_with_a_deploy_env_placeholder_left_in_is_refused(var, variable, value, placeholder,
+                                                                           monkeypatch, capsys):
+    """deploy.env.example's <account-id> or <bucket>, sourced before it was filled in, names nobody's resource."""
+    monkeypatch.setenv("RECORD_BUCKET", "my-ice-records")
+    monkeypatch.setenv("FAILURE_DESTINATION_ARN", "acs:mns:cn-shanghai:1234567890123456:/queues/failed/messages")
+    monkeypatch.setenv(variable, value)
+    assert tc.main(["--example-env", "--python-renderer", "--print", var]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"refused: vars.{var} holds {placeholder}" in captured.err
+
+
+def test_example_env_says_on_stderr_which_values_are_placeholders(monkeypatch, capsys):
+    for name in tc.EXAMPLE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CALLBACK_AUTH_KEY", "")  # empty is unset, for s as for the check
+    assert tc.main(["--example-env", "--python-renderer"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("--example-env: these are placeholders, not your values: ")
+    for name, value in tc.EXAMPLE_ENV.items():
+        assert f"{name}={value}" in err
+    assert "This checks the template, not your deployment" in err
+    monkeypatch.setenv("RECORD_BUCKET", "my-ice-records")
+    assert tc.main(["--example-env", "--python-renderer"]) == 0
+    assert "RECORD_BUCKET" not in capsys.readouterr().err
+
+
 def test_printing_a_var_the_template_lacks_names_the_ones_it_has(capsys):
     assert tc.main(["--example-env", "--python-renderer", "--print", "ramPolicy.os"]) == 2
-    assert "vars.ramPolicy.os is not in template.yml; there: oss, tablestore" in capsys.readouterr().err
+    assert "vars.ramPolicy.os is not in template.yml; there: operator, oss, tablestore" in capsys.readouterr().err
 
 
 def test_the_policies_name_the_deployers_resources():
@@ -217,7 +239,7 @@ def test_the_policies_name_the_deployers_resources():
     ots_resources = [r for s in policies["tablestore"]["Statement"] for r in s["Resource"]]
     assert "acs:ots:cn-beijing:*:instance/records/table/ice_upload_jobs" in ots_resources
     assert "acs:ots:cn-beijing:*:instance/records/table/ice_upload_jobs_pending" in ots_resources
-    for policy in policies.values():
+    for policy in tc.function_policies({"vars": {"ramPolicy": policies}}).values():
         assert tc.EXAMPLE_ENV["FAILURE_DESTINATION_ARN"] in [r for s in policy["Statement"] for r in s["Resource"]]
 
 
@@ -233,7 +255,7 @@ BROKEN = [
      "index has no function handle"),
     ("initializer in a missing module", "handler: index.initialize", "handler: main.initialize",
      "no module main"),
-    ("wildcard action", "            - oss:PutObject\n", "            - oss:*\n", "wildcard action 'oss:*'"),
+    ("wildcard action", "          - oss:PutObject\n", "          - oss:*\n", "wildcard action 'oss:*'"),
     ("five-field cron", "'0 */5 * * * *'", "'*/5 * * * *'", "must have six fields"),
     ("misspelt variable", "ICE_MAX_QPS: ", "ICE_MAX_QSP: ", "ICE_MAX_QSP is not read by the code"),
     ("variable the code refuses", "'ICE_CONCURRENCY', '8'", "'ICE_CONCURRENCY', 'eight'",
@@ -249,9 +271,9 @@ BROKEN = [
      "memorysize is not an fc3 property"),
     ("no failure destination", "            destination: ${vars.failureDestination}\n", "",
      "onFailure.destination must be an ARN"),
-    ("store action the store does not use", "            - ots:GetRange\n",
-     "            - ots:GetRange\n            - ots:UpdateTable\n", "allows ['ots:UpdateTable']"),
-    ("store action missing", "            - ots:BatchGetRow\n", "", "lacks ['ots:BatchGetRow']"),
+    ("store action the store does not use", "          - ots:GetRange\n",
+     "          - ots:GetRange\n          - ots:UpdateTable\n", "allows ['ots:UpdateTable']"),
+    ("store action missing", "          - ots:BatchGetRow\n", "", "lacks ['ots:BatchGetRow']"),
 ]
 
 
@@ -328,6 +350,25 @@ def test_the_policy_must_name_the_store_record_store_names(env, message):
     assert any(message in problem for problem in problems), problems
 
 
+def test_a_failure_queue_in_another_region_than_the_function_is_reported():
+    env = {**tc.EXAMPLE_ENV, "FAILURE_DESTINATION_ARN": "acs:mns:cn-beijing:1234567890123456:/queues/failed/messages"}
+    problems = tc.check(tc.render_in_python(TEMPLATE, env), tc.REPO, None)
+    (problem,) = [p for p in problems if "onFailure.destination" in p]
+    assert "is in cn-beijing but the function runs in cn-shanghai (ICE_REGION)" in problem, problem
+    assert "export FAILURE_DESTINATION_ARN=acs:mns:cn-shanghai:..., or export ICE_REGION=cn-beijing" in problem
+    assert tc.check(tc.render_in_python(TEMPLATE, {**env, "ICE_REGION": "cn-beijing"}), tc.REPO, None) == []
+
+
+@pytest.mark.parametrize("arn, said", [
+    ("acs:mns:cn-shanghai:<account-id>:/queues/failed/messages", "names account '<account-id>', not an account ID"),
+    ("acs:mns-queue-failed", "is not an ARN (acs:mns:<region>:<account-id>:/queues/<queue>/messages)"),
+])
+def test_a_failure_destination_that_names_no_account_is_reported(arn, said):
+    problems = tc.check(tc.render_in_python(TEMPLATE, {**tc.EXAMPLE_ENV, "FAILURE_DESTINATION_ARN": arn}), tc.REPO,
+                        None)
+    assert any(said in problem for problem in problems), problems
+
+
 def test_a_tablestore_deploy_with_matching_variables_passes():
     env = {**tc.EXAMPLE_ENV, "RECORD_STORE": "tablestore://media-prod/ice_jobs", "TABLESTORE_INSTANCE": "media-prod",
            "TABLESTORE_TABLE": "ice_jobs"}
@@ -335,11 +376,13 @@ def test_a_tablestore_deploy_with_matching_variables_passes():
 
 
 def test_an_eventbridge_bus_is_the_one_the_policies_let_the_role_put_events_on():
-    env = {**tc.EXAMPLE_ENV, "NOTIFY_EVENTBRIDGE": "media-events", "ICE_REGION": "cn-beijing"}
+    env = {**tc.EXAMPLE_ENV, "NOTIFY_EVENTBRIDGE": "media-events", "ICE_REGION": "cn-beijing",
+           "FAILURE_DESTINATION_ARN": "acs:mns:cn-beijing:1234567890123456:/queues/ice-upload-sync-failed/messages"}
     rendered = tc.render_in_python(TEMPLATE, env)
     assert tc.check(rendered, tc.REPO, None) == []
     assert function_props(rendered)["environmentVariables"]["NOTIFY_EVENTBRIDGE"] == "media-events"
-    for policy in rendered["vars"]["ramPolicy"].values():
+    assert set(tc.operator_policies(rendered)) == set(tc.function_policies(rendered)) == {"oss", "tablestore"}
+    for policy in [*tc.function_policies(rendered).values(), *tc.operator_policies(rendered).values()]:
         (statement,) = [s for s in policy["Statement"] if "eventbridge:PutEvents" in s["Action"]]
         assert statement["Resource"] == ["acs:eventbridge:cn-beijing:*:eventbus/media-events"]
 
