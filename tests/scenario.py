@@ -32,7 +32,7 @@ JOB = {
 URL_WITH_COMMA = "https://media.example.com/videos/a,b%20c%C3%A9.mp4"
 
 # What the HTTP sample event was signed for; the local run re-signs it with a fresh timestamp.
-CALLBACK_AUTH_KEY = "local-callback-key"
+CALLBACK_AUTH_KEY = "LocalCallbackKey1"
 CALLBACK_URL = "https://1234567890123456.cn-shanghai.fcapp.run/ice-callback"
 
 # The reference example's UserData, badly escaped nested JSON included.
