@@ -70,7 +70,7 @@ EXAMPLE_ENV = {
 PROVIDED_BY_FC = re.compile(r"^(FC_[A-Z0-9_]+|ALIBABA_CLOUD_ACCESS_KEY_ID|ALIBABA_CLOUD_ACCESS_KEY_SECRET"
                             r"|ALIBABA_CLOUD_SECURITY_TOKEN)$")
 # Read by the Python runtime, not by our code.
-RUNTIME_VARIABLES = {"PYTHONPATH"}
+RUNTIME_VARIABLES = {"PYTHONPATH", "MALLOC_ARENA_MAX"}  # read by the runtime: Python, glibc
 ROLE_ARN = re.compile(r"^acs:ram::\d+:role/[\w.@+=-]+$")
 # env lookups in our code: env.get("X"), os.environ["X"], os.getenv("X"), and config.py's helpers.
 _ENV_READ = re.compile(r"""(?:environ|env|getenv)\s*(?:\.get\(|\[|\()\s*["']([A-Z][A-Z0-9_]+)["']"""
