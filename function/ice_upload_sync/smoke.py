@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -251,10 +252,12 @@ class CommandMissing(SmokeFailed):
         self.program, self.why = program, why
 
 
-def missing_program_message(program: str, why: str, job_id: str) -> str:
+def missing_program_message(program: str, why: str, job_id: Optional[str]) -> str:
+    """``job_id`` None: found missing before UploadMediaByURL, so no job was made."""
     fix = SERVERLESS_DEVS if os.path.basename(program) == "s" else "check --invoke-command"
+    left = _job_left(job_id) if job_id is not None else "No job was made in ICE."
     return (f"the invoke command's program {program!r} {why}: {fix}; or pass --invoke-command, or --via callback to "
-            f"wait for ICE's callback instead. {_job_left(job_id)}")
+            f"wait for ICE's callback instead. {left}")
 
 
 def invoke_failed_message(result: CommandResult, job_id: str) -> str:
@@ -400,6 +403,7 @@ class Steps:
     ice: str  # where UploadMediaByURL goes, for people
     store: str  # RECORD_STORE
     region: str  # ICE_REGION
+    find_program: Callable[[str], Optional[str]] = shutil.which  # the invoke command's program, before any job
 
     @classmethod
     def from_env(cls, open_store: Callable[[], RecordStore]) -> Steps:
@@ -444,6 +448,10 @@ def run(options: SmokeOptions, steps: Steps, out: TextIO, *, as_json: bool = Fal
     """The three steps; 0 for a final ``succeeded`` record, ``SmokeFailed`` for anything else."""
     report = _Report(out, as_json, {"via": options.via, "media_url": options.media_url})
     try:
+        if options.via == VIA_INVOKE:  # a job made for a command that cannot run is an upload for nothing
+            program = invoke_argv(options.invoke_command, "")[0]
+            if steps.find_program(program) is None:
+                raise SmokeFailed(missing_program_message(program, "was not found", None))
         job = make_job(options, steps, report)
         created = clock()
         if options.via == VIA_INVOKE:

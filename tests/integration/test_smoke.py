@@ -126,14 +126,23 @@ def test_a_function_that_never_writes_the_record_fails_with_what_to_check(ice, e
     (None, ["'s' was not found", "npm install -g @serverless-devs/s", "--via callback"]),  # the default, s invoke
     ("no-such-program-for-smoke --event-file {event_file}", ["'no-such-program-for-smoke' was not found",
                                                              "check --invoke-command"]),
-    ("false", ["the invoke command exited with status 1", "s config get"]),
 ])
-def test_an_invoke_command_that_cannot_run_or_fails_is_a_failure_with_a_hint(
-        ice, environment, tmp_path, monkeypatch, capsys, command, says):
+def test_an_invoke_command_that_cannot_run_makes_no_job(ice, environment, tmp_path, monkeypatch, capsys,
+                                                        command, says):
     monkeypatch.setenv("PATH", str(tmp_path / "empty") if command is None else "/usr/bin:/bin")
+    ice.reset_calls()
     code, text = smoke(*(["--invoke-command", command] if command else []), *WAIT)
     error = capsys.readouterr().err
     assert code == 1 and all(words in error for words in says), error
+    assert "No job was made in ICE" in error and "1. UploadMediaByURL" not in text
+    assert [call.action for call in ice.calls] == []  # found before the upload, not after it
+
+
+def test_an_invoke_command_that_fails_is_a_failure_with_a_hint(ice, environment, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    code, text = smoke("--invoke-command", "false", *WAIT)
+    error = capsys.readouterr().err
+    assert code == 1 and "the invoke command exited with status 1" in error and "s config get" in error, error
     assert f"Job {job_id_in(text)} exists in ICE all the same" in error
     assert "3. waiting" not in text  # no wait for a record nobody was told about
 
