@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 from .clients import unwrapped
 from .config import Settings
 from .errors import BadRequest, IceUploadSyncError, UpstreamError
-from .redact import first_line
 
 URL_UPLOAD_EVENT = "UploadByURLComplete"  # the event this function records
 HTTP, MNS = "HTTP", "MNS"
@@ -355,15 +354,13 @@ class IceCallbackApi:
 
     def _translate(self, exc: Exception, action: str, sdk: _Sdk, secret: Optional[str] = None) -> UpstreamError:
         """ICE's refusal with its code, or the transport failure; the AuthKey (sent in the query) never shows."""
+        from .ice import Refusal
+
         if isinstance(exc, sdk.exceptions.AlibabaCloudException):
-            code = str(getattr(exc, "code", "") or "")
-            status = getattr(exc, "status_code", None) or 0
-            data = getattr(exc, "data", None)
-            said = first_line((data.get("Message") or "") if isinstance(data, dict) else "")
-            fix = _fix(code, status, action)
-            text = (f"ICE refused {action} in {self.where}: HTTP {status} {code}{': ' + said if said else ''} "
-                    f"(request {getattr(exc, 'request_id', None)}){'; ' + fix if fix else ''}")
-            return UpstreamError(_scrub(text, secret), code=code or None, permanent=fix is not None)
+            refusal = Refusal.of(exc)
+            fix = _fix(refusal.code, refusal.status, action)
+            text = f"ICE refused {action} in {self.where}: {refusal.described()}{'; ' + fix if fix else ''}"
+            return UpstreamError(_scrub(text, secret), code=refusal.code or None, permanent=fix is not None)
         _inner, detail = unwrapped(exc)
         return UpstreamError(_scrub(f"ICE at {self.where} could not be reached for {action}: {detail}", secret),
                              code="NetworkError", retryable=True)

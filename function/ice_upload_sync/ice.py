@@ -376,6 +376,27 @@ def _out_of_time(calls: int) -> UpstreamError:
                          retryable=True)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """What an ``AlibabaCloudException`` says of ICE's refusal: every ICE call of this package reads it so."""
+
+    code: str
+    status: int  # HTTP status, 0 when the SDK gave none
+    said: str  # the first line of ICE's Message
+    request_id: Optional[str]
+
+    @classmethod
+    def of(cls, exc: Exception) -> Refusal:
+        data = getattr(exc, "data", None)
+        said = (data.get("Message") or data.get("message") or "") if isinstance(data, dict) else ""
+        return cls(str(getattr(exc, "code", "") or ""), getattr(exc, "status_code", None) or 0, first_line(said),
+                   getattr(exc, "request_id", None))
+
+    def described(self) -> str:
+        """``HTTP 400 Code: message (request id)``."""
+        return f"HTTP {self.status} {self.code}{': ' + self.said if self.said else ''} (request {self.request_id})"
+
+
 def _translate(exc: Exception, exceptions: Any, endpoint: str) -> UpstreamError:
     """SDK exception -> UpstreamError; retryable for throttling, 5xx, timeouts and dropped connections.
 
@@ -383,19 +404,15 @@ def _translate(exc: Exception, exceptions: Any, endpoint: str) -> UpstreamError:
     URLs included.
     """
     if isinstance(exc, exceptions.AlibabaCloudException):
-        code = str(getattr(exc, "code", "") or "")
-        status = getattr(exc, "status_code", None) or 0
-        request_id = getattr(exc, "request_id", None)
+        refusal = Refusal.of(exc)
+        code, status = refusal.code, refusal.status
         retryable = (
             isinstance(exc, (exceptions.ThrottlingException, exceptions.ServerException))
             or code in _RETRYABLE_CODES or code.startswith("Throttling") or status >= 500
         )
         fix = None if retryable else permanent_fix(code, status)
-        data = getattr(exc, "data", None)
-        said = first_line((data.get("Message") or data.get("message") or "") if isinstance(data, dict) else "")
-        return UpstreamError(f"ICE answered HTTP {status} {code}{': ' + said if said else ''} (request {request_id})"
-                             + (f"; {fix}" if fix else ""), code=code or None, retryable=retryable,
-                             permanent=fix is not None)
+        return UpstreamError(f"ICE answered {refusal.described()}" + (f"; {fix}" if fix else ""),
+                             code=code or None, retryable=retryable, permanent=fix is not None)
     return _network_failure(exc, endpoint)
 
 

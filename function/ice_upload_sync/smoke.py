@@ -33,7 +33,7 @@ from .clients import unwrapped
 from .config import Settings
 from .errors import BadRequest, ConfigError, StoreError
 from .events import validate_job_ids
-from .ice import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Credentials, IceGateway, permanent_fix, resolve_credentials
+from .ice import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Credentials, IceGateway, Refusal, permanent_fix, resolve_credentials
 from .records import JobRecord
 from .redact import first_line
 from .stores import RecordStore, check_store_setting
@@ -175,11 +175,10 @@ class IceUploader:
     def _refusal(self, exc: Exception, exceptions: Any) -> str:
         where = f"ICE in {self.settings.ice_region} ({self.settings.ice_endpoint.host})"
         if isinstance(exc, exceptions.AlibabaCloudException):
-            data = getattr(exc, "data", None)
-            said = (data.get("Message") or data.get("message") or "") if isinstance(data, dict) else ""
-            return refused_message(str(getattr(exc, "code", "") or ""), getattr(exc, "status_code", None) or 0,
-                                   first_line(said or getattr(exc, "message", "") or ""),
-                                   getattr(exc, "request_id", None), where)
+            refusal = Refusal.of(exc)
+            return refused_message(refusal.code, refusal.status,
+                                   refusal.said or first_line(getattr(exc, "message", "") or ""),
+                                   refusal.request_id, where)
         _inner, detail = unwrapped(exc)
         return f"UploadMediaByURL got no answer from {where} ({detail}): check ICE_REGION / ICE_ENDPOINT"
 
