@@ -5,6 +5,7 @@ Subclasses build their server in ``_make_server`` and may act around shutdown in
 """
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import threading
@@ -58,7 +59,14 @@ class LoopbackServer:
             thread.join(timeout=5)
 
     def serve_until_interrupted(self, banner: str) -> None:
-        """For a command line: start, print ``banner``, serve until Ctrl-C, stop."""
+        """For a command line: start, print ``banner``, serve until Ctrl-C (SIGINT), stop.
+
+        SIGINT is made to interrupt even where it was inherited ignored: a process started in the
+        background by a non-interactive shell (``nohup``, ``cmd &`` in a script or a CI runner)
+        starts with it ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C or
+        ``kill -INT`` would leave the server running."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         with self:
             print(banner.format(endpoint=self.endpoint), flush=True)
             try:
