@@ -44,7 +44,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple
 from urllib.parse import urlsplit
 
-from . import callback_auth
+from . import callback_auth, jsontext
 from .config import Settings
 from .errors import BadRequest, ConfigError, IceUploadSyncError, SyncIncomplete
 from .events import validate_job_ids
@@ -499,11 +499,11 @@ def _show_answer(answer: Any, args: argparse.Namespace, out: TextIO,
 def _json_or_base64(value: Any) -> Any:
     text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except ValueError:
         pass
     try:
-        return json.loads(base64.b64decode(text.strip(), validate=True).decode("utf-8"))
+        return jsontext.loads(base64.b64decode(text.strip(), validate=True).decode("utf-8"))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise BadRequest("the file is neither an event nor a failure-destination message (not JSON, "
                          "nor base64 of JSON)") from None

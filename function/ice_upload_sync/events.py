@@ -9,9 +9,9 @@ Bad input is refused, never coerced (contract section 2): a ``JobId``, ``Status`
 outside letters, digits, ``-`` and ``_``; a key given twice in one object; ``NaN`` /
 ``Infinity``; more than ``MAX_DEPTH`` levels of nesting; a callback body or queue message
 larger than ``MAX_MESSAGE_SIZE``. Every JSON text goes through ``_load_json``: its size is
-bounded before ``json.loads`` runs, ``json``'s C parser stops at the interpreter's recursion
-limit (refused here, not raised), and the value is then walked level by level (no recursion)
-against ``MAX_DEPTH``. In an MNS / EventBridge batch a malformed message is refused alone
+bounded and its nesting measured without recursion (``jsontext``) before ``json.loads`` runs,
+so the parser never recurses near the interpreter's limit; an event given as a value is
+walked level by level against ``MAX_DEPTH``. In an MNS / EventBridge batch a malformed message is refused alone
 (``SyncRequest.refused``); the HTTP trigger's event is never refused before authentication.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+from . import jsontext
 from .errors import BadRequest, PayloadTooLarge
 from .redact import redact_urls
 
@@ -39,6 +40,10 @@ _PRINTABLE_ID = re.compile(r"[!-~]{1,128}")  # a message ID worth showing in a l
 # Our deepest legitimate shape is 5 levels (a batch of CloudEvents whose data is a callback
 # with an object MessageBody holding an object UserData); 10 leaves room for user data.
 MAX_DEPTH = 10
+# The event as a whole is measured against this before it is parsed (``jsontext``): an HTTP
+# trigger's event, however odd, must reach authentication to be answered, and 500 levels is
+# still far from the recursion limit (1,000) that ``json`` must never reach.
+EVENT_DEPTH = 500
 # An ICE callback is a few hundred bytes and an MNS message at most 64 KB (88 KB in base64).
 # Bounds each callback body and queue message; the event as a whole is bounded by FC
 # (32 MB synchronous, 128 KB asynchronous).
@@ -179,13 +184,14 @@ def decode_event(event: Union[bytes, bytearray, str, dict, list]) -> Any:
 
     Not bounded in size here: FC delivers at most 32 MB, and the HTTP trigger's event (a
     callback body of any size a stranger sends, inside FC's own JSON) must reach
-    authentication rather than be refused unanswered. Its depth is checked per message.
+    authentication rather than be refused unanswered. Its depth is measured against
+    ``EVENT_DEPTH`` before it is parsed, and checked per message against ``MAX_DEPTH`` after.
     """
     if isinstance(event, (dict, list)):
         return event
     if not isinstance(event, (bytes, bytearray, str)):
         raise BadRequest(f"event must be JSON bytes, str, dict or list, not {type(event).__name__}")
-    return _load_json(event, "event")
+    return _load_json(event, "event", max_depth=EVENT_DEPTH)
 
 
 def parse_event(event: Union[bytes, bytearray, str, dict, list]) -> Parsed:
@@ -551,13 +557,13 @@ def _merge(requests: List[SyncRequest], source: str, *, refused: Tuple[RefusedMe
 
 
 def _load_json(raw: Union[bytes, bytearray, str], what: str, *, max_size: Optional[int] = None,
-               max_depth: Optional[int] = None) -> Any:
+               max_depth: int = jsontext.PARSE_DEPTH) -> Any:
     """JSON text -> value, or ``BadRequest``: the only place this module parses JSON.
 
-    ``max_size`` (bytes, or characters of a str) is checked before anything is decoded.
-    ``json``'s C parser stops at the interpreter's recursion limit with ``RecursionError``,
-    refused here; ``max_depth`` is then checked without recursion. A key given twice in one
-    object and ``NaN`` / ``Infinity`` are refused: strict JSON only.
+    ``max_size`` (bytes, or characters of a str) is checked before anything is decoded, and
+    ``max_depth`` before ``json`` parses: text nested deeper is refused unparsed, since ``json``
+    recursing to the interpreter's limit breaks whatever else runs on the stack meanwhile. A
+    key given twice in one object and ``NaN`` / ``Infinity`` are refused: strict JSON only.
     """
     if max_size is not None and len(raw) > max_size:
         raise PayloadTooLarge(f"{what} is larger than {max_size} bytes")
@@ -570,17 +576,14 @@ def _load_json(raw: Union[bytes, bytearray, str], what: str, *, max_size: Option
         text = raw
     if not text.strip():
         raise BadRequest(f"{what} is empty")
+    if jsontext.nested_deeper_than(text, max_depth):  # exact for JSON: no walk of the value after
+        raise BadRequest(f"{what} is nested deeper than {max_depth} levels")
     try:
-        value = json.loads(text, object_pairs_hook=_object_of_unique_keys, parse_constant=_refuse_constant)
+        return json.loads(text, object_pairs_hook=_object_of_unique_keys, parse_constant=_refuse_constant)
     except BadRequest:
         raise
-    except RecursionError:
-        raise BadRequest(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # JSONDecodeError, and integers of more digits than Python converts
         raise BadRequest(f"{what} is not JSON: {_shorten(str(exc), 200)}") from None
-    if max_depth is not None:
-        _refuse_deep(value, what, max_depth)
-    return value
 
 
 class _NotStrictJson(BadRequest):
@@ -604,8 +607,8 @@ def _load_leniently(event: Union[bytes, bytearray, str]) -> Any:
     """What ``json`` alone makes of an event refused as not strict JSON; None if even that fails."""
     try:
         text = bytes(event).decode("utf-8") if isinstance(event, (bytes, bytearray)) else event
-        return json.loads(text)
-    except (ValueError, RecursionError):
+        return jsontext.loads(text, max_depth=EVENT_DEPTH)
+    except ValueError:
         return None
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Callable, Collection, Optional, Sequence, Tuple
 
+from . import jsontext
 from .cloudevent import event_id, event_type
 from .delivery import DELIVERED, GIVE_UP_AFTER_TRIES, NOT_TRIED, RETRY, DeliveryResult, Target, TextEnum
 from .records import STATES, JobRecord, format_time, parse_time
@@ -139,7 +140,7 @@ class Owed:
     def from_json(cls, raw: bytes) -> Owed:
         """Raises ``BadOutboxEntry`` saying what is wrong (never guessing a state or an id)."""
         try:
-            data = json.loads(raw)
+            data = jsontext.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadOutboxEntry(f"outbox entry is not JSON ({type(exc).__name__})") from None
         if not isinstance(data, dict):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
+from . import jsontext
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -450,6 +452,14 @@ def _finite_float(text: str) -> float:
 _STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def _decode_strictly(text: str) -> Any:
+    """Strict JSON of at most ``jsontext.PARSE_DEPTH`` levels, else ``RecursionError`` (as
+    ``_parse_nested`` raises beyond 32): measured first, never left to ``json``'s recursion."""
+    if jsontext.nested_deeper_than(text, jsontext.PARSE_DEPTH):
+        raise RecursionError
+    return _STRICT_JSON.decode(text)
+
+
 class _Odd:
     """What parsing one UserData met that is worth a warning."""
 
@@ -480,7 +490,7 @@ def normalize_user_data(raw: Optional[str], *, job_id: str = "?") -> Any:
         return normalize_text(raw, job_id=job_id, field="user_data")
     odd = _Odd()
     try:
-        value = _STRICT_JSON.decode(raw)
+        value = _decode_strictly(raw)
         if not _plain_json(raw):
             value = _parse_nested(value, odd, 1)
     except (ValueError, RecursionError) as exc:  # not JSON, not strict JSON, or nested too deep
@@ -522,7 +532,7 @@ def _parse_nested(value: Any, odd: _Odd, depth: int) -> Any:
             value = odd.text(value)
         if value.lstrip()[:1] in ("{", "["):
             try:
-                return _parse_nested(_STRICT_JSON.decode(value), odd, depth + 1)
+                return _parse_nested(_decode_strictly(value), odd, depth + 1)
             except ValueError:
                 return value
     return value

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 from urllib.parse import quote, urlsplit
 
+from . import jsontext
 from .clients import unwrapped
 from .config import Settings
 from .errors import BadRequest, ConfigError, StoreError
@@ -109,7 +110,7 @@ def check_user_data(text: Optional[str]) -> Optional[str]:
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = jsontext.loads(text)
     except ValueError as exc:
         raise BadUsage(f"--user-data must be a JSON object, such as '{{\"Extend\": {{\"test\": \"smoke\"}}}}': "
                        f"{exc}") from None

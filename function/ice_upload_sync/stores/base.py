@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import urlsplit
 
+from .. import jsontext
 from ..errors import ConfigError, StoreError
 from ..notify import Owed
 from ..records import JobRecord, MergeResult
@@ -30,7 +31,7 @@ class Tracking:
     @classmethod
     def from_json(cls, job_id: str, raw: bytes, fallback_time: str, fallback_source: str = "timer") -> Tracking:
         try:
-            data = json.loads(raw or b"{}")
+            data = jsontext.loads(raw or b"{}")
         except ValueError:
             data = {}
         if not isinstance(data, dict):

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .. import jsontext
 from ..errors import StoreError
 from ..notify import BadOutboxEntry, Owed
 from ..records import JobRecord, MergeResult, UnencodableRecord, format_time, record_json, settled_by_ice
@@ -253,7 +254,7 @@ class FileStore(RecordStore):
             if raw is None:
                 return None, None
             try:
-                data = json.loads(raw)
+                data = jsontext.loads(raw)
             except ValueError:
                 data = None
             if not isinstance(data, dict):
@@ -290,7 +291,7 @@ class FileStore(RecordStore):
 
     def _parse_record(self, job_id: str, raw: bytes) -> JobRecord:
         try:
-            return JobRecord.from_dict(json.loads(raw))
+            return JobRecord.from_dict(jsontext.loads(raw))
         except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise StoreError(f"file store {self.root}: record {job_id} is corrupt: {exc}") from None
 
@@ -322,7 +323,7 @@ class FileStore(RecordStore):
                 raw = self._read(markers + job_id)
                 if raw is None:
                     continue
-                binding = json.loads(raw).get("answer")
+                binding = jsontext.loads(raw).get("answer")
                 if not isinstance(binding, dict) or not isinstance(binding.get("digest"), str):
                     continue
                 status = os.stat(records + job_id + ".json")

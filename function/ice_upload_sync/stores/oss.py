@@ -64,6 +64,7 @@ import oss2
 import requests
 from oss2.exceptions import OssError, RequestError
 
+from .. import jsontext
 from ..clients import LazyClient, credential_identity
 from ..config import Settings
 from ..errors import ConfigError, StoreError
@@ -224,7 +225,7 @@ class OssStore(RecordStore):
         if found is None:
             return None, None
         try:
-            return JobRecord.from_dict(json.loads(found.body)), found.etag
+            return JobRecord.from_dict(jsontext.loads(found.body)), found.etag
         except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise StoreError(f"OSS store {self.describe()}: the record of job {job_id} is corrupt: "
                              f"{type(exc).__name__}") from None
@@ -842,7 +843,7 @@ def _lock_owner(found: _Object, ttl: float) -> Tuple[Optional[str], float]:
     """(holder, expiry in epoch seconds) of a lock object; an unreadable body expires ``ttl`` after its write."""
     raw, modified = found.body, found.modified
     try:
-        data = json.loads(raw)
+        data = jsontext.loads(raw)
         return str(data["holder"]), float(data["expires_at"])
     except (ValueError, TypeError, KeyError):
         return None, float(modified or 0) + ttl

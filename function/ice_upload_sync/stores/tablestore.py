@@ -48,6 +48,7 @@ import tablestore as ots
 import urllib3
 from tablestore.retry import DefaultRetryPolicy
 
+from .. import jsontext
 from ..clients import LazyClient, credential_identity
 from ..config import Settings
 from ..errors import ConfigError, StoreError
@@ -208,7 +209,7 @@ def record_from_row(job_id: str, columns: Iterable[Sequence[Any]]) -> Tuple[JobR
     data.pop("answer", None)
     data.pop(SEAL, None)
     if "user_data" in data:
-        data["user_data"] = json.loads(data["user_data"])
+        data["user_data"] = jsontext.loads(data["user_data"])
     data["job_id"] = job_id
     return JobRecord.from_dict(data), int(revision)
 
