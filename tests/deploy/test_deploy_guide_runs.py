@@ -64,6 +64,16 @@ def filled(words: List[str], values: Dict[str, str]) -> List[str]:
     return out
 
 
+def what_fc_ran(fc: FcFrontEnd) -> str:
+    """The front end's invocations, their answers and logs: what a failure message needs to be read."""
+    lines = []
+    for call in fc.invocations:
+        lines.append(f"- {call.kind} {call.path or ''} cold={call.cold} attempt={call.attempt} status={call.status} "
+                     f"wall={call.wall_s:.2f}s error={call.error} result={(call.result or '')[:300]}")
+        lines.extend(f"    {line}" for line in call.log.splitlines()[-15:])
+    return "the front end ran:\n" + "\n".join(lines or ["(nothing)"])
+
+
 def run(argv: List[str]):
     out = io.StringIO()
     code = cli.main(argv, out=out)
@@ -79,7 +89,10 @@ def stand_ins(ice, tmp_path, monkeypatch):
     env = {"ICE_ENDPOINT": ice.endpoint, "ICE_REGION": "cn-shanghai", "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET, "RECORD_STORE": f"file://{tmp_path / 'records'}",
            "CALLBACK_AUTH_KEY": AUTH_KEY}
-    with FcFrontEnd(env=env, failure_dir=tmp_path / "failed") as fc:
+    # As deployed (template.yml): the hand-back on. The test runtime turns it off unless told, and an ICE
+    # callback that met a cold instance then waited for a sweep this stand-in never runs. Idle instances
+    # are reclaimed at once, so every callback meets a cold one, as after a minute's quiet on FC.
+    with FcFrontEnd(env={**env, "CALLBACK_HANDBACK": "on"}, failure_dir=tmp_path / "failed", idle_s=0.3) as fc:
         fc.update_env(CALLBACK_URL=f"{fc.url}/ice-callback")
         stub = tmp_path / "bin" / "s"
         stub.parent.mkdir()
@@ -108,13 +121,15 @@ def test_steps_8_to_10_work_as_the_guide_writes_them(ice, stand_ins):
         if "--queue" in argv:  # the other route, on an account of its own: ICE's setting still empty
             ice.set_callback(None)
         code, text = run(argv)
-        assert code == 0, f"`ice-upload-sync {' '.join(argv)}` exited {code}:\n{text}"
+        assert code == 0, f"`ice-upload-sync {' '.join(argv)}` exited {code}:\n{text}\n{what_fc_ran(fc)}"
         if argv[0] == "smoke":
             job_id = re.search(r"JobId\s+([0-9a-f]{32})", text).group(1)
             values["<job-id>"] = job_id
             assert re.search(r"time to record: [0-9.]+ s", text), text
             record = json.loads((Path(os.environ["RECORD_STORE"][7:]) / "jobs" / f"{job_id}.json").read_text())
             assert record["state"] == "succeeded"
+            if "callback" in argv:  # a cold instance took ICE's callback and handed it back to be looked up
+                assert "http-async" in [call.kind for call in fc.invocations], what_fc_ran(fc)
         if argv[:2] == ["ice-callback", "set"] and "--url" in argv:
             setting = ice.callback_setting
             assert (setting.url, setting.auth_key) == (f"{fc.url}/ice-callback", AUTH_KEY)
