@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 from . import callback_auth, jsontext
 from .config import Settings
 from .errors import BadRequest, ConfigError, IceUploadSyncError, SyncIncomplete
-from .events import validate_job_ids
+from .events import EVENT_DEPTH, validate_job_ids
 from .records import FINAL_STATES, STATES, JobRecord, format_time, parse_time, plain_ice_time
 from .stores import RecordStore, check_store_setting, open_store
 
@@ -497,13 +497,18 @@ def _show_answer(answer: Any, args: argparse.Namespace, out: TextIO,
 
 
 def _json_or_base64(value: Any) -> Any:
+    """JSON, else base64 of JSON, nested no deeper than the function takes an event (``EVENT_DEPTH``)."""
     text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
     try:
-        return jsontext.loads(text)
+        return jsontext.loads(text, max_depth=EVENT_DEPTH)
+    except jsontext.TooDeep as exc:
+        raise BadRequest(f"the file is JSON {exc}: no event is") from None
     except ValueError:
         pass
     try:
-        return jsontext.loads(base64.b64decode(text.strip(), validate=True).decode("utf-8"))
+        return jsontext.loads(base64.b64decode(text.strip(), validate=True).decode("utf-8"), max_depth=EVENT_DEPTH)
+    except jsontext.TooDeep as exc:
+        raise BadRequest(f"the file is base64 of JSON {exc}: no event is") from None
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise BadRequest("the file is neither an event nor a failure-destination message (not JSON, "
                          "nor base64 of JSON)") from None

@@ -457,3 +457,10 @@ def test_replay_peels_mns_and_fc_wrappers_but_never_an_ice_callback():
                      {"EventType": "UploadByURLComplete", "MessageId": "m3",
                       "MessageBody": json.dumps({"JobId": JOB["vod"]})}):
         assert cli.unwrap_failed_event(json.dumps(callback).encode()) == callback  # the event itself
+
+
+@pytest.mark.parametrize("encode", [bytes, base64.b64encode])
+def test_replay_of_a_file_nested_too_deep_says_so(encode):
+    with pytest.raises(cli.BadRequest, match="nested deeper than 500 levels: no event is"):
+        cli.unwrap_failed_event(encode(b"[" * 5000 + b"]" * 5000))
+    assert cli.unwrap_failed_event(encode(b"[" * 500 + b"]" * 500)) is not None  # the function's own limit
