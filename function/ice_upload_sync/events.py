@@ -11,8 +11,9 @@ outside letters, digits, ``-`` and ``_``; a key given twice in one object; ``NaN
 larger than ``MAX_MESSAGE_SIZE``. Every JSON text goes through ``_load_json``: its size is
 bounded and its nesting measured without recursion (``jsontext``) before ``json.loads`` runs,
 so the parser never recurses near the interpreter's limit; an event given as a value is
-walked level by level against ``MAX_DEPTH``. In an MNS / EventBridge batch a malformed message is refused alone
-(``SyncRequest.refused``); the HTTP trigger's event is never refused before authentication.
+walked level by level against ``MAX_DEPTH``. In an MNS / EventBridge batch a malformed
+message is refused alone (``SyncRequest.refused``); the HTTP trigger's event is never refused
+before authentication.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from ice_upload_sync import cli
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET
 from tests.deploy.test_deploy_guide import COMMANDS, DOC
-from tests.support.fc import FcFrontEnd
+from tests.support.fc import FcFrontEnd, describe
 
 FC_INVOKE = Path(__file__).resolve().parents[1] / "support" / "fc_invoke.py"
 AUTH_KEY = "Ak7q0ZrW3mXbT8vLkN2sYc5dHfJ9aPuE"
@@ -68,8 +68,7 @@ def what_fc_ran(fc: FcFrontEnd) -> str:
     """The front end's invocations, their answers and logs: what a failure message needs to be read."""
     lines = []
     for call in fc.invocations:
-        lines.append(f"- {call.kind} {call.path or ''} cold={call.cold} attempt={call.attempt} status={call.status} "
-                     f"wall={call.wall_s:.2f}s error={call.error} result={(call.result or '')[:300]}")
+        lines.append(f"- {describe(call)}: {' '.join((call.result or '').split())[:300]}")
         lines.extend(f"    {line}" for line in call.log.splitlines()[-15:])
     return "the front end ran:\n" + "\n".join(lines or ["(nothing)"])
 

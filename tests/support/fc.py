@@ -941,7 +941,8 @@ class _TriggerHandler(KeepAliveHandler):
 # ---------------------------------------------------------------- by hand
 
 
-def _describe(invocation: Invocation) -> str:
+def describe(invocation: Invocation) -> str:
+    """One line of what an invocation was and how it ended, as `python -m tests.support.fc` prints it."""
     outcome = invocation.status if invocation.error is None else f"error: {invocation.error.get('errorMessage')}"
     return (f"{invocation.kind:<12} {invocation.path or '-':<24} {outcome}  "
             f"{'cold' if invocation.cold else 'warm'} instance {invocation.instance_id} attempt {invocation.attempt} "
@@ -984,7 +985,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"--timer takes NAME=SECONDS, not {item!r}")
 
     def report(invocation: Invocation) -> None:
-        print(_describe(invocation), flush=True)
+        print(describe(invocation), flush=True)
         if args.show_logs and invocation.log:
             print(invocation.log.rstrip(), flush=True)
 
